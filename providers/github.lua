@@ -1,0 +1,133 @@
+-- GitHub and GitHub Enterprise Server (base_url https://HOST/api/v3).
+--
+-- Budgets: x-ratelimit-* headers, one budget per user per resource (all of
+-- a user's personal tokens share it). /rate_limit costs no quota.
+-- Pagination: Link header; rel="last" lets the host fetch pages at once.
+local P = {
+  title = "GitHub",
+  base_url = "https://api.github.com",
+  auth = { header = "Authorization", scheme = "Bearer" },
+  budget = {
+    limit = "x-ratelimit-limit",
+    remaining = "x-ratelimit-remaining",
+    used = "x-ratelimit-used",
+    reset = "x-ratelimit-reset",
+    reset_kind = "epoch",
+    resource = "x-ratelimit-resource",
+    default_resource = "core",
+  },
+  limits = {
+    statuses = { 403, 429 },
+    -- GitHub's words for a secondary limit; a primary limit reads
+    -- "API rate limit exceeded" with remaining 0.
+    secondary_patterns = { "secondary rate limit", "abuse detection", "temporarily blocked" },
+  },
+  pagination = { style = "link", page_param = "page" },
+  headers = {
+    ["Accept"] = "application/vnd.github+json",
+    ["X-GitHub-Api-Version"] = "2022-11-28",
+  },
+}
+
+local null = json.null
+local function v(x) if x == null then return nil end return x end
+
+local function esc(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- Organisations list private and internal repositories to members; users'
+-- lists are public ones. A name that is not an organisation answers 404
+-- on /orgs, and is then fetched as a user.
+function P.repositories(api, owner, opts)
+  local query = { per_page = 100, type = opts.type }
+  local pages, err = api:pages("/orgs/" .. esc(owner) .. "/repos", { query = query })
+  if not pages and err.status == 404 then
+    pages, err = api:pages("/users/" .. esc(owner) .. "/repos", { query = query })
+  end
+  return pages, err
+end
+
+function P.normalize_repository(r)
+  local owner = v(r.owner)
+  local topics = v(r.topics)
+  return {
+    id = v(r.id),
+    name = v(r.name),
+    full_name = v(r.full_name),
+    owner = owner and v(owner.login),
+    description = v(r.description),
+    html_url = v(r.html_url),
+    clone_url = v(r.clone_url),
+    ssh_url = v(r.ssh_url),
+    default_branch = v(r.default_branch),
+    language = v(r.language),
+    private = v(r.private),
+    visibility = v(r.visibility) or (r.private == true and "private") or (r.private == false and "public") or nil,
+    fork = v(r.fork),
+    archived = v(r.archived),
+    stargazers_count = v(r.stargazers_count),
+    forks_count = v(r.forks_count),
+    watchers_count = v(r.watchers_count),
+    open_issues_count = v(r.open_issues_count),
+    topics = topics or nil,
+    created_at = v(r.created_at),
+    updated_at = v(r.updated_at),
+    pushed_at = v(r.pushed_at),
+  }
+end
+
+function P.repository_details(api, owner, repo)
+  return api:get("/repos/" .. esc(owner) .. "/" .. esc(repo))
+end
+
+function P.contributors(api, owner, repo)
+  local items, err = api:collect("/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/contributors",
+    { query = { per_page = 100 } })
+  if not items then return nil, err end
+  local out = {}
+  for i, c in ipairs(items) do
+    out[i] = { login = v(c.login), id = v(c.id), name = v(c.name), email = v(c.email),
+      contributions = v(c.contributions), html_url = v(c.html_url) }
+  end
+  return out
+end
+
+function P.branches(api, owner, repo)
+  local items, err = api:collect("/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/branches",
+    { query = { per_page = 100 } })
+  if not items then return nil, err end
+  local out = {}
+  for i, b in ipairs(items) do
+    local commit = v(b.commit)
+    out[i] = { name = v(b.name), commit_sha = commit and v(commit.sha), protected = v(b.protected) }
+  end
+  return out
+end
+
+function P.user_info(api)
+  local u, err = api:get("/user")
+  if not u then return nil, err end
+  return { login = v(u.login), id = v(u.id), name = v(u.name), email = v(u.email),
+    html_url = v(u.html_url), type = v(u.type), created_at = v(u.created_at) }
+end
+
+-- The account a token belongs to (tokens of one account share a budget).
+function P.account(api)
+  local u = api:get("/user")
+  return u and v(u.login)
+end
+
+-- Budgets from /rate_limit, which does not count against the limit.
+function P.rate_limit(api)
+  local data, err = api:get("/rate_limit", { free = true, cache = false })
+  if not data then return nil, err end
+  local out = {}
+  for resource, b in pairs(v(data.resources) or {}) do
+    out[#out + 1] = { resource = resource, limit = v(b.limit), remaining = v(b.remaining),
+      used = v(b.used), reset = v(b.reset) }
+  end
+  return out
+end
+
+return P

@@ -1,0 +1,685 @@
+/* Requests, from submission to the result a task resumes with.
+ *
+ * A request waits in the pending queue until the pool gives it a token and
+ * the global connection cap allows; it is then one libcurl transfer. When
+ * the transfer ends, the response is classified: a limit or a refused token
+ * sends the request back to the front of the queue for another token; a
+ * transient fault schedules a retry after a backoff; anything else
+ * finishes it and wakes its waiting tasks. */
+#include "http.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "events.h"
+#include "headers.h"
+#include "host.h"
+#include "log.h"
+#include "pool.h"
+#include "sched.h"
+#include "transport.h"
+
+enum { MAX_REDIRECTS = 5 };
+
+struct fleet_request {
+    struct fleet_request *prev, *next; /* in the pending or in-flight list */
+    int refs; /* waiters yet to read the response, + 1 until finished */
+    struct fleet_provider *provider;
+    char *method, *url, *body;
+    size_t body_len;
+    char **headers; /* NULL-terminated "Name: value" lines */
+    char *resource;
+    struct fleet_token *pinned;
+    bool free_budget, cacheable;
+    bool no_credentials; /* a redirect left the provider's origin */
+    bool finished;
+    bool wait_logged;
+    int attempts, redirects;
+    double not_before;
+
+    struct fleet_token *token; /* while in flight */
+    CURL *easy;
+    int sent_inflight;
+    struct fleet_transfer transfer;
+
+    struct fleet_response resp;
+    struct fleet_task **waiters;
+    int nwaiters, capwaiters;
+};
+
+struct fleet_list {
+    struct fleet_request *head, *tail;
+    int count;
+};
+
+struct fleet_http {
+    struct fleet_list pending, inflight;
+    CURL **idle; /* easy handles kept for reuse */
+    int nidle, capidle;
+    double logged_wake; /* the last budget wait announced */
+};
+
+static void list_remove(struct fleet_list *l, struct fleet_request *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
+    r->prev = r->next = NULL;
+    l->count--;
+}
+
+static void list_push_back(struct fleet_list *l, struct fleet_request *r)
+{
+    r->next = NULL;
+    r->prev = l->tail;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->count++;
+}
+
+static void list_push_front(struct fleet_list *l, struct fleet_request *r)
+{
+    r->prev = NULL;
+    r->next = l->head;
+    if (l->head)
+        l->head->prev = r;
+    else
+        l->tail = r;
+    l->head = r;
+    l->count++;
+}
+
+struct fleet_http *fleet_http_new(struct fleet_host *host)
+{
+    (void)host;
+    return calloc(1, sizeof(struct fleet_http));
+}
+
+int fleet_http_in_flight(struct fleet_host *host) { return host->http->inflight.count; }
+int fleet_http_pending(struct fleet_host *host) { return host->http->pending.count; }
+const struct fleet_response *fleet_http_response(const struct fleet_request *r) { return &r->resp; }
+
+static void request_free(struct fleet_request *r)
+{
+    free(r->method);
+    free(r->url);
+    free(r->body);
+    for (char **h = r->headers; h && *h; h++)
+        free(*h);
+    free(r->headers);
+    free(r->resource);
+    fleet_buf_free(&r->transfer.body);
+    fleet_buf_free(&r->transfer.headers);
+    free(r->resp.url);
+    free(r->resp.err_message);
+    free(r->waiters);
+    free(r);
+}
+
+void fleet_http_unref(struct fleet_host *host, struct fleet_request *r)
+{
+    (void)host;
+    if (--r->refs == 0)
+        request_free(r);
+}
+
+static bool add_waiter(struct fleet_request *r, struct fleet_task *t)
+{
+    if (r->nwaiters == r->capwaiters) {
+        int cap = r->capwaiters ? 2 * r->capwaiters : 2;
+        struct fleet_task **grown = realloc(r->waiters, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return false;
+        r->waiters = grown;
+        r->capwaiters = cap;
+    }
+    r->waiters[r->nwaiters++] = t;
+    r->refs++;
+    t->waiting_on = r;
+    return true;
+}
+
+static bool same_headers(char **a, char **b)
+{
+    for (; *a && *b; a++, b++)
+        if (strcmp(*a, *b) != 0)
+            return false;
+    return !*a && !*b;
+}
+
+/* An identical cacheable GET already queued or in flight, to share. */
+static struct fleet_request *find_twin(struct fleet_http *h, const struct fleet_request *r)
+{
+    struct fleet_list *lists[] = {&h->inflight, &h->pending};
+    for (int i = 0; i < 2; i++)
+        for (struct fleet_request *o = lists[i]->head; o; o = o->next)
+            if (o->cacheable && o->provider == r->provider && o->pinned == r->pinned &&
+                strcmp(o->url, r->url) == 0 && same_headers(o->headers, r->headers))
+                return o;
+    return NULL;
+}
+
+struct fleet_request *fleet_http_submit(struct fleet_host *host, struct fleet_task *t,
+                                        const struct fleet_request_spec *spec, const char **err)
+{
+    if (strncmp(spec->url, "http://", 7) != 0 && strncmp(spec->url, "https://", 8) != 0) {
+        *err = "the URL must start with http:// or https://";
+        return NULL;
+    }
+    struct fleet_request *r = calloc(1, sizeof *r);
+    if (!r)
+        goto oom;
+    r->refs = 1;
+    r->provider = spec->provider;
+    r->method = strdup(spec->method);
+    r->url = strdup(spec->url);
+    r->resource = strdup(spec->resource ? spec->resource
+                                        : spec->provider->default_resource ? spec->provider->default_resource
+                                                                           : "core");
+    if (!r->method || !r->url || !r->resource)
+        goto oom;
+    if (spec->body) {
+        r->body = malloc(spec->body_len + 1);
+        if (!r->body)
+            goto oom;
+        memcpy(r->body, spec->body, spec->body_len);
+        r->body[spec->body_len] = 0;
+        r->body_len = spec->body_len;
+    }
+    size_t nh = 0;
+    while (spec->headers && spec->headers[nh])
+        nh++;
+    r->headers = calloc(nh + 1, sizeof *r->headers);
+    if (!r->headers)
+        goto oom;
+    for (size_t i = 0; i < nh; i++)
+        if (!(r->headers[i] = strdup(spec->headers[i])))
+            goto oom;
+    r->pinned = spec->pinned;
+    r->free_budget = spec->free_budget;
+    r->cacheable = spec->cacheable && strcmp(spec->method, "GET") == 0;
+    r->resp.retry_after = -1;
+
+    if (r->cacheable) {
+        struct fleet_request *twin = find_twin(host->http, r);
+        if (twin) {
+            request_free(r);
+            if (!add_waiter(twin, t))
+                goto oom_twin;
+            host->stats.merged++;
+            t->state = TASK_WAITING;
+            t->wait_started = fleet_now();
+            return twin;
+        }
+    }
+    if (!add_waiter(r, t))
+        goto oom;
+    list_push_back(&host->http->pending, r);
+    t->state = TASK_WAITING;
+    t->wait_started = fleet_now();
+    return r;
+oom:
+    if (r)
+        request_free(r);
+oom_twin:
+    *err = "out of memory";
+    return NULL;
+}
+
+/* ---- finishing ---- */
+
+static void finish(struct fleet_host *host, struct fleet_request *r, enum fleet_err_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void finish(struct fleet_host *host, struct fleet_request *r, enum fleet_err_kind kind, const char *fmt, ...)
+{
+    r->finished = true;
+    r->resp.err_kind = kind;
+    r->resp.attempts = r->attempts;
+    if (fmt) {
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        fleet_redact(msg, strlen(msg));
+        r->resp.err_message = strdup(msg);
+    }
+    if (!r->resp.url)
+        r->resp.url = strdup(r->url);
+    /* The body and headers become the response; network text that might
+     * echo a credential is redacted before any of it reaches Lua. */
+    r->resp.body = r->transfer.body.data;
+    r->resp.body_len = r->transfer.body.len;
+    r->resp.headers = r->transfer.headers.data;
+    r->resp.headers_len = r->transfer.headers.len;
+    if (r->resp.body)
+        fleet_redact(r->resp.body, r->resp.body_len);
+    if (r->resp.headers)
+        fleet_redact(r->resp.headers, r->resp.headers_len);
+    for (int i = 0; i < r->nwaiters; i++)
+        fleet_sched_wake(host->sched, r->waiters[i]);
+    r->nwaiters = 0;
+    fleet_http_unref(host, r); /* the queue's reference */
+}
+
+/* ---- dispatch ---- */
+
+static CURL *take_easy(struct fleet_http *h)
+{
+    if (h->nidle > 0) {
+        CURL *e = h->idle[--h->nidle];
+        curl_easy_reset(e);
+        return e;
+    }
+    return curl_easy_init();
+}
+
+static void give_back_easy(struct fleet_http *h, CURL *e)
+{
+    if (h->nidle == h->capidle) {
+        int cap = h->capidle ? 2 * h->capidle : 16;
+        CURL **grown = realloc(h->idle, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            curl_easy_cleanup(e);
+            return;
+        }
+        h->idle = grown;
+        h->capidle = cap;
+    }
+    h->idle[h->nidle++] = e;
+}
+
+static void format_clock(double epoch, char *buf, size_t len)
+{
+    time_t t = (time_t)ceil(epoch);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, len, "%H:%M:%S", &tm);
+}
+
+static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet_token *tok)
+{
+    struct fleet_http *h = host->http;
+    CURL *easy = take_easy(h);
+    if (!easy)
+        return false;
+    r->token = tok;
+    r->sent_inflight = tok->inflight;
+    r->attempts++;
+    struct fleet_attempt a = {
+        .method = r->method,
+        .url = r->url,
+        .body = r->body,
+        .body_len = r->body_len,
+        .headers = (const char *const *)r->headers,
+        .token = r->no_credentials ? NULL : tok,
+        .owner = r,
+    };
+    if (fleet_transport_setup(easy, &host->cfg.http, &r->transfer, &a) != 0 ||
+        curl_multi_add_handle(fleet_sched_multi(host->sched), easy) != CURLM_OK) {
+        fleet_transport_cleanup(&r->transfer);
+        give_back_easy(h, easy);
+        r->attempts--;
+        return false;
+    }
+    r->easy = easy;
+    list_remove(&h->pending, r);
+    list_push_back(&h->inflight, r);
+    host->stats.requests++;
+    fleet_log(FLEET_LOG_DEBUG, "%s %s (token %s:%s)", r->method, r->url, r->provider->name, tok->label);
+    return true;
+}
+
+/* (provider, resource) pairs found blocked in this pass: the rest of the
+ * queue for them need not ask the pool again. */
+struct blocked {
+    struct fleet_provider *p;
+    const char *resource;
+    bool free_budget;
+};
+
+static bool is_blocked(const struct blocked *b, int n, const struct fleet_request *r)
+{
+    for (int i = 0; i < n; i++)
+        if (b[i].p == r->provider && b[i].free_budget == r->free_budget && strcmp(b[i].resource, r->resource) == 0)
+            return true;
+    return false;
+}
+
+double fleet_http_dispatch(struct fleet_host *host, double now)
+{
+    struct fleet_http *h = host->http;
+    double wake = INFINITY;
+    struct blocked blocked[32];
+    int nblocked = 0;
+    int cap = host->cfg.http.max_connections;
+
+    for (struct fleet_request *r = h->pending.head, *next; r; r = next) {
+        next = r->next;
+        if (h->inflight.count >= cap)
+            break;
+        if (r->not_before > now) {
+            wake = fmin(wake, r->not_before);
+            continue;
+        }
+        if (!r->pinned && is_blocked(blocked, nblocked, r))
+            continue;
+        enum fleet_pool_block why;
+        double wake_at = INFINITY;
+        struct fleet_token *tok = fleet_pool_reserve(host->pool, r->provider, r->resource, r->pinned, NULL,
+                                                     r->free_budget, now, &why, &wake_at);
+        if (tok) {
+            if (!start(host, r, tok)) {
+                fleet_pool_release(host->pool, tok, r->resource, r->free_budget);
+                list_remove(&h->pending, r);
+                finish(host, r, ERR_NETWORK, "%s %s: cannot start the transfer (out of memory)", r->method,
+                       r->url);
+            }
+            continue;
+        }
+        if (why == POOL_DISABLED) {
+            list_remove(&h->pending, r);
+            finish(host, r, ERR_AUTH,
+                   r->pinned ? "%s %s: token %s of %s is disabled (refused with 401)"
+                             : "%s %s: every token of %s is disabled (refused with 401)%s",
+                   r->method, r->url, r->pinned ? r->pinned->label : r->provider->name,
+                   r->pinned ? r->provider->name : "");
+            continue;
+        }
+        if (why == POOL_WAIT) {
+            if (wake_at - now > host->cfg.retry.max_wait) {
+                r->resp.reset = wake_at;
+                list_remove(&h->pending, r);
+                char clock[16];
+                format_clock(wake_at, clock, sizeof clock);
+                finish(host, r, ERR_RATE_LIMITED,
+                       "%s %s: every token of %s is rate limited until %s, beyond retry.max_wait (%.0fs)",
+                       r->method, r->url, r->provider->name, clock, host->cfg.retry.max_wait);
+                continue;
+            }
+            wake = fmin(wake, wake_at);
+            if (!r->wait_logged && fabs(wake_at - h->logged_wake) > 0.5) {
+                char clock[16];
+                format_clock(wake_at, clock, sizeof clock);
+                fleet_log(FLEET_LOG_DEBUG - (host->verbosity > 0), "waiting %.1fs for %s budget (reset at %s)",
+                          wake_at - now, r->provider->name, clock);
+                h->logged_wake = wake_at;
+                fleet_emit_wait(host, r->provider, wake_at);
+            }
+            r->wait_logged = true;
+        }
+        if (!r->pinned && nblocked < (int)(sizeof blocked / sizeof blocked[0]))
+            blocked[nblocked++] = (struct blocked){r->provider, r->resource, r->free_budget};
+    }
+    return wake;
+}
+
+/* ---- completion ---- */
+
+static void parse_budget(const struct fleet_provider *p, const char *hb, size_t hl, struct fleet_budget_obs *obs,
+                         double now)
+{
+    memset(obs, 0, sizeof *obs);
+    const char *v;
+    size_t n;
+    double x;
+    if (p->h_limit && (v = fleet_header_find(hb, hl, p->h_limit, &n)) && fleet_parse_number(v, n, &x)) {
+        obs->has_limit = true;
+        obs->limit = (long)x;
+    }
+    if (p->h_remaining && (v = fleet_header_find(hb, hl, p->h_remaining, &n)) && fleet_parse_number(v, n, &x)) {
+        obs->has_remaining = true;
+        obs->remaining = (long)x;
+    }
+    if (p->h_used && (v = fleet_header_find(hb, hl, p->h_used, &n)) && fleet_parse_number(v, n, &x)) {
+        obs->has_used = true;
+        obs->used = (long)x;
+    }
+    if (p->h_reset && (v = fleet_header_find(hb, hl, p->h_reset, &n)) && fleet_parse_number(v, n, &x)) {
+        obs->has_reset = true;
+        obs->reset = p->reset_is_delta ? now + x : x;
+    }
+    if (p->h_resource && (v = fleet_header_find(hb, hl, p->h_resource, &n)) && n < sizeof obs->resource) {
+        memcpy(obs->resource, v, n);
+        obs->resource[n] = 0;
+    }
+}
+
+static void requeue(struct fleet_host *host, struct fleet_request *r, double not_before)
+{
+    r->not_before = not_before;
+    r->wait_logged = false;
+    list_push_front(&host->http->pending, r);
+}
+
+/* Origin (scheme://host[:port]) of an absolute URL, into buf. */
+static void url_origin(const char *url, char *buf, size_t len)
+{
+    const char *p = strstr(url, "://");
+    const char *end = p ? strpbrk(p + 3, "/?#") : NULL;
+    size_t n = end ? (size_t)(end - url) : strlen(url);
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, url, n);
+    buf[n] = 0;
+}
+
+static bool follow_redirect(struct fleet_host *host, struct fleet_request *r, long status)
+{
+    char *location = NULL;
+    curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_URL, &location);
+    if (!location || r->redirects >= MAX_REDIRECTS)
+        return false;
+    char *url = strdup(location);
+    if (!url)
+        return false;
+    char from[512], to[512];
+    url_origin(r->url, from, sizeof from);
+    url_origin(url, to, sizeof to);
+    if (strcmp(from, to) != 0 && strcmp(to, r->provider->origin) != 0) {
+        /* Leaving the provider: the credential stays behind. */
+        r->no_credentials = true;
+        fleet_log(FLEET_LOG_DEBUG, "redirect to another origin; credentials withheld");
+    }
+    free(r->url);
+    r->url = url;
+    if (status == 303 && strcmp(r->method, "GET") != 0) {
+        free(r->method);
+        r->method = strdup("GET");
+        free(r->body);
+        r->body = NULL;
+        r->body_len = 0;
+    }
+    r->redirects++;
+    r->attempts--; /* a redirect is not a failed attempt */
+    return r->method != NULL;
+}
+
+void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
+{
+    struct fleet_http *h = host->http;
+    struct fleet_request *r = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    double now = fleet_now();
+    long status = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(fleet_sched_multi(host->sched), easy);
+    fleet_transport_cleanup(&r->transfer);
+    list_remove(&h->inflight, r);
+
+    struct fleet_token *tok = r->token;
+    struct fleet_provider *p = r->provider;
+    fleet_pool_release(host->pool, tok, r->resource, r->free_budget);
+    r->token = NULL;
+    host->stats.bytes += (long long)r->transfer.body.len;
+
+    const char *hb = r->transfer.headers.data ? r->transfer.headers.data : "";
+    size_t hl = r->transfer.headers.len;
+    struct fleet_budget_obs obs;
+    parse_budget(p, hb, hl, &obs, now);
+    double retry_after = -1;
+    const char *v;
+    size_t n;
+    if ((v = fleet_header_find(hb, hl, "retry-after", &n)))
+        fleet_parse_retry_after(v, n, now, &retry_after);
+    if (status > 0 && !r->no_credentials)
+        fleet_pool_observe(host->pool, tok, r->resource, &obs, now);
+
+    struct fleet_verdict verdict = fleet_classify(p, cres, r->transfer.too_large, status, &obs, retry_after,
+                                                  r->transfer.body.data, r->transfer.body.len);
+    const char *label = tok->label;
+    char clock[16];
+
+    switch (verdict.cls) {
+    case CLASS_OK:
+        host->stats.responses_ok++;
+        fleet_pool_success(host->pool, tok, now);
+        r->resp.status = status;
+        r->resp.token = r->no_credentials ? NULL : label;
+        r->resp.url = strdup(r->url);
+        finish(host, r, ERR_NONE, NULL);
+        break;
+    case CLASS_NOT_MODIFIED:
+        /* Without a cached copy a 304 cannot be served: the caller gets it
+         * as is (a conditional request it made itself). */
+        host->stats.not_modified++;
+        r->resp.status = status;
+        r->resp.token = label;
+        finish(host, r, ERR_NONE, NULL);
+        break;
+    case CLASS_REDIRECT:
+        if (follow_redirect(host, r, status)) {
+            requeue(host, r, 0);
+        } else {
+            r->resp.status = status;
+            finish(host, r, ERR_HTTP, "%s %s: HTTP %ld redirect not followed (no Location, or more than %d)",
+                   r->method, r->url, status, MAX_REDIRECTS);
+        }
+        break;
+    case CLASS_PRIMARY_LIMIT:
+        host->stats.primary_limited++;
+        fleet_pool_spent(host->pool, tok, obs.resource[0] ? obs.resource : r->resource,
+                         obs.has_reset ? obs.reset : 0, now);
+        format_clock(obs.has_reset ? obs.reset : now, clock, sizeof clock);
+        fleet_log(host->verbosity > 0 ? FLEET_LOG_INFO : FLEET_LOG_DEBUG,
+                  "%s:%s budget spent (HTTP %ld); not used again before %s", p->name, label, status, clock);
+        fleet_emit(host, "rate_limited", p, tok, obs.has_reset ? obs.reset : 0, -1, status, r->attempts, r->url);
+        r->attempts--; /* the refusal is the pool's to absorb, not a fault */
+        requeue(host, r, 0);
+        break;
+    case CLASS_SECONDARY_LIMIT: {
+        host->stats.secondary_limited++;
+        double pause = fleet_pool_pause(host->pool, tok, verdict.retry_after, r->sent_inflight, now);
+        fleet_log(host->verbosity > 0 ? FLEET_LOG_INFO : FLEET_LOG_DEBUG,
+                  "%s:%s hit a secondary rate limit (HTTP %ld); paused for %.1fs, at most %d in flight", p->name,
+                  label, status, pause, tok->cap);
+        fleet_emit(host, "secondary_limit", p, tok, now + pause, pause, status, r->attempts, r->url);
+        r->attempts--;
+        requeue(host, r, 0);
+        break;
+    }
+    case CLASS_AUTH:
+        host->stats.unauthorized++;
+        if (!tok->secret || r->no_credentials) {
+            /* Anonymous, or a foreign origin: nothing to disable. */
+            r->resp.status = status;
+            finish(host, r, ERR_AUTH, "%s %s: HTTP 401 (authentication required)", r->method, r->url);
+            break;
+        }
+        fleet_pool_disable(host->pool, tok);
+        fleet_log(FLEET_LOG_WARN, "token %s of %s was refused (HTTP 401): disabled for this run", label, p->name);
+        fleet_emit(host, "token_disabled", p, tok, 0, -1, status, r->attempts, r->url);
+        r->attempts--;
+        requeue(host, r, 0);
+        break;
+    case CLASS_RETRY:
+        if (status >= 500)
+            host->stats.server_errors++;
+        else
+            host->stats.network_errors++;
+        if (r->attempts < host->cfg.retry.max_attempts) {
+            double delay = fleet_backoff(&host->cfg.retry, r->attempts, verdict.retry_after);
+            host->stats.retries++;
+            char what[CURL_ERROR_SIZE + 32];
+            if (status > 0)
+                snprintf(what, sizeof what, "HTTP %ld", status);
+            else
+                snprintf(what, sizeof what, "%s", r->transfer.errbuf[0] ? r->transfer.errbuf : curl_easy_strerror(cres));
+            fleet_redact(what, strlen(what));
+            fleet_log(host->verbosity > 0 ? FLEET_LOG_INFO : FLEET_LOG_DEBUG, "retry %d/%d of %s %s in %.2fs: %s",
+                      r->attempts, host->cfg.retry.max_attempts - 1, r->method, r->url, delay, what);
+            fleet_emit(host, "retry", p, tok, now + delay, delay, status, r->attempts, r->url);
+            requeue(host, r, now + delay);
+            break;
+        }
+        r->resp.status = status;
+        if (status > 0)
+            finish(host, r, verdict.kind, "%s %s: HTTP %ld after %d attempts", r->method, r->url, status,
+                   r->attempts);
+        else
+            finish(host, r, verdict.kind, "%s %s: %s after %d attempts", r->method, r->url,
+                   r->transfer.errbuf[0] ? r->transfer.errbuf : curl_easy_strerror(cres), r->attempts);
+        break;
+    case CLASS_FINAL:
+        if (status >= 400)
+            host->stats.client_errors++;
+        r->resp.status = status;
+        if (verdict.kind == ERR_TOO_LARGE)
+            finish(host, r, ERR_TOO_LARGE, "%s %s: response larger than http.max_response_size (%lld bytes)",
+                   r->method, r->url, host->cfg.http.max_response_size);
+        else if (status > 0)
+            finish(host, r, verdict.kind, "%s %s: HTTP %ld", r->method, r->url, status);
+        else
+            finish(host, r, verdict.kind, "%s %s: %s", r->method, r->url,
+                   r->transfer.errbuf[0] ? r->transfer.errbuf : curl_easy_strerror(cres));
+        break;
+    }
+    r->easy = NULL;
+    give_back_easy(h, easy);
+}
+
+void fleet_http_abandon_all(struct fleet_host *host)
+{
+    /* Each request loses the queue's reference here; the tasks waiting on
+     * it drop theirs when the scheduler abandons them. */
+    struct fleet_http *h = host->http;
+    while (h->inflight.head) {
+        struct fleet_request *r = h->inflight.head;
+        curl_multi_remove_handle(fleet_sched_multi(host->sched), r->easy);
+        fleet_transport_cleanup(&r->transfer);
+        fleet_pool_release(host->pool, r->token, r->resource, r->free_budget);
+        give_back_easy(h, r->easy);
+        r->easy = NULL;
+        list_remove(&h->inflight, r);
+        r->finished = true;
+        fleet_http_unref(host, r);
+    }
+    while (h->pending.head) {
+        struct fleet_request *r = h->pending.head;
+        list_remove(&h->pending, r);
+        r->finished = true;
+        fleet_http_unref(host, r);
+    }
+}
+
+void fleet_http_free(struct fleet_http *h)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < h->nidle; i++)
+        curl_easy_cleanup(h->idle[i]);
+    free(h->idle);
+    free(h);
+}

@@ -1,0 +1,20 @@
+/* fleet.core: the C primitives the Lua side of the fleet module is built
+ * on. Each fleet_<area>_register adds one area's functions to the table on
+ * top of the stack; upvalue 1 of the calling closure is the host. */
+#ifndef FLEET_LFLEET_H
+#define FLEET_LFLEET_H
+
+#include <lua.h>
+
+int luaopen_fleet_core(lua_State *L);
+
+void fleet_task_register(lua_State *L);   /* ltask.c: spawn, sleep, handles */
+void fleet_request_register(lua_State *L); /* lrequest.c: request, parse_link */
+void fleet_tokens_register(lua_State *L); /* ltokens.c: rate limits, accounts */
+void fleet_hostinfo_register(lua_State *L); /* lhostinfo.c: config, providers, stats, log */
+void fleet_output_register(lua_State *L); /* loutput.c: writers */
+
+/* Pushes a structured error {kind=, message=, ...} with its metatable. */
+void fleet_push_error(lua_State *L, const char *kind, const char *message);
+
+#endif

@@ -1,0 +1,136 @@
+-- The API object a plugin works with: one provider instance, optionally
+-- pinned to one token. It joins paths to the base URL, encodes queries,
+-- adds the plugin's default headers, decodes JSON once, and turns HTTP
+-- failures into structured errors. Credentials never pass through here:
+-- the host attaches them in C.
+local core = require("fleet.core")
+local json = require("cjson")
+local Pages = require("fleet.pages")
+
+local Api = {}
+Api.__index = Api
+
+function Api.new(info)
+  local plugin = info.plugin_table
+  return setmetatable({
+    name = info.name,
+    base_url = info.base_url,
+    plugin = plugin,
+    pagination = plugin.pagination,
+    default_headers = plugin.headers or {},
+  }, Api)
+end
+
+-- A copy of this API object whose requests all use the token `label`.
+function Api:with_token(label)
+  local copy = setmetatable({}, Api)
+  for k, v in pairs(self) do copy[k] = v end
+  copy.token = label
+  return copy
+end
+
+local function escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+Api.escape = escape
+
+-- Absolute URL for a path ("/users/x/repos") or a full URL, with a query
+-- table appended in sorted order (stable URLs make cache hits).
+function Api:url(path, query)
+  local url = path
+  if not path:match("^https?://") then
+    if path:sub(1, 1) ~= "/" then path = "/" .. path end
+    url = self.base_url .. path
+  end
+  if query and next(query) then
+    local keys = {}
+    for k in pairs(query) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local parts = {}
+    for _, k in ipairs(keys) do
+      local v = query[k]
+      if v ~= nil and v ~= false then parts[#parts + 1] = escape(k) .. "=" .. escape(v) end
+    end
+    if #parts > 0 then url = url .. (url:find("?", 1, true) and "&" or "?") .. table.concat(parts, "&") end
+  end
+  return url
+end
+
+-- The server's own words for an error, from a JSON or text body.
+local function server_message(body)
+  if not body or body == "" then return nil end
+  local ok, data = pcall(json.decode, body)
+  if ok and type(data) == "table" then
+    local m = data.message or data.error_description or data.error
+    if type(m) == "table" then m = m.message end
+    if type(m) == "string" then return m end
+  end
+  if #body <= 200 and not body:find("<", 1, true) then return (body:gsub("%s+$", "")) end
+end
+
+-- resp, err = api:request(method, path, opts)
+-- opts: query, headers, body (string, or a table sent as JSON), token,
+-- resource, free, cache, ok_status = {[404] = true} (statuses returned as a
+-- response instead of an error). resp.data is the decoded JSON body.
+function Api:request(method, path, opts)
+  opts = opts or {}
+  local headers = {}
+  for k, v in pairs(self.default_headers) do headers[k] = v end
+  if opts.headers then for k, v in pairs(opts.headers) do headers[k] = v end end
+  local body = opts.body
+  if type(body) == "table" then
+    body = json.encode(body)
+    headers["Content-Type"] = headers["Content-Type"] or "application/json"
+  end
+  local url = self:url(path, opts.query)
+  local resp, err = core.request(self.name, method, url, {
+    headers = headers, body = body, token = opts.token or self.token,
+    resource = opts.resource, free = opts.free, cache = opts.cache,
+  })
+  if not resp then
+    err.provider = self.name
+    if err.status and opts.ok_status and opts.ok_status[err.status] then
+      return { status = err.status, url = err.url, headers = err.headers or {}, body = err.body or "" }
+    end
+    local said = server_message(err.body)
+    if said then err.message = ("%s: %s"):format(err.message, said) end
+    err.body = nil
+    return nil, err
+  end
+  return resp
+end
+
+-- data, err = api:get(path, opts): the decoded JSON of one GET.
+function Api:get(path, opts)
+  local resp, err = self:request("GET", path, opts)
+  if not resp then return nil, err end
+  local data, derr = Pages.decode(self, resp)
+  if not data then return nil, derr end
+  return data, resp
+end
+
+-- pages, err = api:pages(path, opts): a Pages object (fleet.pages) whose
+-- first page has been fetched; opts.query is applied to the first URL only
+-- (later URLs come from the server).
+function Api:pages(path, opts)
+  opts = opts or {}
+  local url = self:url(path, opts.query)
+  local page_opts = {}
+  for k, v in pairs(opts) do if k ~= "query" then page_opts[k] = v end end
+  return Pages.open(self, url, page_opts)
+end
+
+-- items, err = api:collect(path, opts): every item of every page.
+function Api:collect(path, opts)
+  local pages, err = self:pages(path, opts)
+  if not pages then return nil, err end
+  return pages:all()
+end
+
+-- The JSON null sentinel as nil; everything else unchanged.
+function Api.value(v)
+  if v == json.null then return nil end
+  return v
+end
+
+return Api

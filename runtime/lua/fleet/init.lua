@@ -1,0 +1,410 @@
+-- The fleet module: the API scripts use. High-level calls are a few lines
+-- over the C primitives in fleet.core and the provider plugins.
+local core = require("fleet.core")
+local json = require("cjson")
+local Api = require("fleet.api")
+local records = require("fleet.records")
+
+local fleet = {}
+
+fleet.json = json
+fleet.null = json.null
+fleet.spawn = core.spawn
+fleet.sleep = core.sleep
+fleet.on = core.on
+fleet.stats = core.stats
+fleet.now = core.now
+fleet.records = records
+fleet.config = core.config
+
+-- err = fleet.error(kind, message [, fields]): a structured error like the
+-- ones the API returns (kind, message, and any fields given).
+function fleet.error(kind, message, fields)
+  local err = {}
+  if fields then for k, v in pairs(fields) do err[k] = v end end
+  err.kind, err.message = kind, message
+  return core.error(err)
+end
+
+-- fleet.log(msg) logs at info; fleet.log.warn(msg), .error, .info, .debug.
+fleet.log = setmetatable({}, {
+  __call = function(_, ...) core.log("info", table.concat({ ... }, " ")) end,
+})
+for _, level in ipairs({ "error", "warn", "info", "debug" }) do
+  fleet.log[level] = function(...)
+    local parts = { ... }
+    for i = 1, select("#", ...) do parts[i] = tostring(parts[i]) end
+    core.log(level, table.concat(parts, " "))
+  end
+end
+
+-- os.exit(code) ends the run cleanly (output flushed, cache closed): it
+-- unwinds as an error the host recognises.
+os.exit = function(code)
+  if code == true or code == nil then code = 0 elseif code == false then code = 1 end
+  error(setmetatable({ gitfleet_exit = math.tointeger(code) or 1 },
+    { __tostring = function() return "os.exit(" .. tostring(code) .. ")" end }), 0)
+end
+
+---------------------------------------------------------------------------
+-- Providers
+
+local apis = {}     -- name -> Api
+local infos         -- providers as the host loaded them
+
+local function provider_infos()
+  if not infos then infos = core.providers() end
+  return infos
+end
+
+-- The provider used when none is named: the first configured one, else
+-- github, else the first installed.
+function fleet.default_provider()
+  local list = provider_infos()
+  for _, p in ipairs(list) do if p.configured then return p.name end end
+  for _, p in ipairs(list) do if p.name == "github" then return p.name end end
+  return list[1] and list[1].name
+end
+
+-- fleet.providers() -> { {name=, plugin=, title=, base_url=, file=, tokens=n}, ... }
+function fleet.providers()
+  local out = {}
+  for i, p in ipairs(provider_infos()) do
+    out[i] = { name = p.name, plugin = p.plugin, title = p.plugin_table.title, base_url = p.base_url,
+      file = p.file, tokens = p.tokens, configured = p.configured }
+  end
+  return out
+end
+
+-- Tokens of one account share a budget: learn each token's account once,
+-- in the background, where the provider can tell and it matters (two or
+-- more tokens, no account configured).
+local function learn_accounts(api)
+  if not api.plugin.account then return end
+  local tokens = core.tokens(api.name)
+  if #tokens < 2 then return end
+  for _, t in ipairs(tokens) do
+    if core.begin_account_lookup(api.name, t.label) then
+      core.spawn(function()
+        local account = api.plugin.account(api:with_token(t.label))
+        if type(account) == "string" then core.set_account(api.name, t.label, account) end
+      end)
+    end
+  end
+end
+
+-- api = fleet.provider([name]): the API object of a provider instance.
+function fleet.provider(name)
+  name = name or fleet.default_provider()
+  local api = apis[name]
+  if api then return api end
+  for _, p in ipairs(provider_infos()) do
+    if p.name == name then
+      api = Api.new(p)
+      apis[name] = api
+      if core.in_task() then learn_accounts(api) end
+      return api
+    end
+  end
+  error(("no provider named '%s' (see `gitfleet providers`)"):format(tostring(name)), 2)
+end
+
+local function api_for(opts)
+  local api = fleet.provider(opts and opts.provider)
+  if opts and opts.token then api = api:with_token(opts.token) end
+  return api
+end
+
+local function unsupported(api, what)
+  return nil, fleet.error("http", ("provider %s does not support %s"):format(api.name, what),
+    { provider = api.name })
+end
+
+---------------------------------------------------------------------------
+-- Repositories
+
+local function normalizer(api, opts)
+  local normalize, name, raw = api.plugin.normalize_repository, api.name, opts and opts.raw
+  return function(item)
+    local rec = normalize(item, api)
+    rec.provider = name
+    if raw then rec.raw = item end
+    return rec
+  end
+end
+
+local function open_repositories(owner, opts)
+  if type(owner) ~= "string" or owner == "" then
+    error("bad argument #1 (owner must be a non-empty string)", 3)
+  end
+  local api = api_for(opts)
+  local pages, err = api.plugin.repositories(api, owner, opts or {})
+  if not pages then
+    if err then
+      err.owner = err.owner or owner
+      err.provider = err.provider or api.name
+    end
+    return nil, err
+  end
+  return pages, normalizer(api, opts)
+end
+
+-- records, err = fleet.fetch_repositories(owner [, opts])
+-- opts: provider, type (the provider's filter), raw (keep the provider's object)
+function fleet.fetch_repositories(owner, opts)
+  local pages, normalize = open_repositories(owner, opts)
+  if not pages then return nil, normalize end
+  local out, n = {}, 0
+  while true do
+    local items, err = pages:next()
+    if not items then
+      if err then
+        err.owner = err.owner or owner
+        return nil, err
+      end
+      return out
+    end
+    for i = 1, #items do
+      n = n + 1
+      out[n] = normalize(items[i])
+    end
+  end
+end
+
+-- for repo in fleet.each_repository(owner [, opts]) do ... end
+-- Fetches page by page, so memory stays bounded. Returns nil, err if the
+-- first page fails; a later failure is raised from the loop (its error is
+-- the structured err).
+function fleet.each_repository(owner, opts)
+  local pages, normalize = open_repositories(owner, opts)
+  if not pages then return nil, normalize end
+  local items, i = {}, 0
+  return function()
+    i = i + 1
+    while i > #items do
+      local err
+      items, err = pages:next()
+      if not items then
+        if err then
+          err.owner = err.owner or owner
+          error(err, 0)
+        end
+        return nil
+      end
+      i = 1
+    end
+    return normalize(items[i])
+  end
+end
+
+-- fleet.each_repository_page(owner [, opts]) -> iterator of arrays of
+-- records, for writers that take a page at a time.
+function fleet.each_repository_page(owner, opts)
+  local pages, normalize = open_repositories(owner, opts)
+  if not pages then return nil, normalize end
+  return function()
+    local items, err = pages:next()
+    if not items then
+      if err then
+        err.owner = err.owner or owner
+        error(err, 0)
+      end
+      return nil
+    end
+    local out = {}
+    for i = 1, #items do out[i] = normalize(items[i]) end
+    return out
+  end
+end
+
+-- record, err = fleet.fetch_repository_details(owner, repo [, opts])
+function fleet.fetch_repository_details(owner, repo, opts)
+  local api = api_for(opts)
+  if not api.plugin.repository_details then return unsupported(api, "repository details") end
+  local raw, err = api.plugin.repository_details(api, owner, repo, opts or {})
+  if not raw then return nil, err end
+  local rec = api.plugin.normalize_repository(raw, api, true)
+  rec.provider = api.name
+  if opts and opts.raw then rec.raw = raw end
+  return rec
+end
+
+local function list_call(field, what)
+  return function(owner, repo, opts)
+    local api = api_for(opts)
+    local fn = api.plugin[field]
+    if not fn then return unsupported(api, what) end
+    local list, err = fn(api, owner, repo, opts or {})
+    if not list then return nil, err end
+    for _, rec in ipairs(list) do rec.provider = api.name end
+    return list
+  end
+end
+
+-- list, err = fleet.fetch_contributors(owner, repo [, opts]) -- all pages
+fleet.fetch_contributors = list_call("contributors", "contributors")
+-- list, err = fleet.fetch_branches(owner, repo [, opts]) -- all pages
+fleet.fetch_branches = list_call("branches", "branches")
+
+---------------------------------------------------------------------------
+-- Accounts and budgets
+
+-- user, err = fleet.fetch_user_info([provider]): the authenticated account.
+function fleet.fetch_user_info(provider, opts)
+  local api = api_for({ provider = provider, token = opts and opts.token })
+  if not api.plugin.user_info then return unsupported(api, "user info") end
+  local user, err = api.plugin.user_info(api)
+  if not user then return nil, err end
+  user.provider = api.name
+  return user
+end
+
+-- Runs fn(item) for every item concurrently; results in input order.
+-- results, errors = fleet.map(list, fn [, {concurrency = n}])
+-- results[i] is fn's first result; errors[i] its error (a raised error,
+-- with traceback, or the err of a `nil, err` return). errors is nil when
+-- every call succeeded.
+function fleet.map(list, fn, opts)
+  local n = #list
+  local limit = math.max(1, math.min(opts and opts.concurrency or 16, n))
+  local results, errors, failed = { n = n }, {}, false
+  local next_index = 1
+  local function handler(e)
+    if type(e) == "table" then
+      if e.traceback == nil and getmetatable(e) ~= nil then e.traceback = debug.traceback(nil, 2) end
+      return e
+    end
+    return debug.traceback(tostring(e), 2)
+  end
+  local function worker()
+    while next_index <= n do
+      local i = next_index
+      next_index = i + 1
+      local ok, r, e = xpcall(fn, handler, list[i], i)
+      if not ok then
+        errors[i], failed = r, true
+      else
+        results[i] = r
+        if r == nil and e ~= nil then errors[i], failed = e, true end
+      end
+    end
+  end
+  local workers = {}
+  for w = 1, limit do workers[w] = core.spawn(worker) end
+  for w = 1, limit do workers[w]:wait() end
+  return results, failed and errors or nil
+end
+
+-- rows = fleet.rate_limit([provider]): one row per token and resource.
+-- Refreshed from the provider's rate-limit endpoint where it has one (free
+-- of quota on GitHub); otherwise what responses have taught the host.
+function fleet.rate_limit(provider)
+  local names = {}
+  if provider then
+    names[1] = provider
+  else
+    for _, p in ipairs(provider_infos()) do names[#names + 1] = p.name end
+  end
+  local jobs = {}
+  for _, name in ipairs(names) do
+    local api = fleet.provider(name)
+    if api.plugin.rate_limit then
+      for _, t in ipairs(core.tokens(name)) do
+        if not t.disabled then jobs[#jobs + 1] = { api = api, label = t.label } end
+      end
+    end
+  end
+  fleet.map(jobs, function(job)
+    local budgets = job.api.plugin.rate_limit(job.api:with_token(job.label))
+    for _, b in ipairs(budgets or {}) do core.observe_budget(job.api.name, job.label, b) end
+  end)
+  local rows = {}
+  for _, name in ipairs(names) do
+    for _, row in ipairs(core.budgets(name)) do rows[#rows + 1] = row end
+  end
+  return rows
+end
+
+-- list = fleet.validate_credentials([provider]): for each token, whether
+-- the provider accepts it and whose it is.
+function fleet.validate_credentials(provider)
+  local api = fleet.provider(provider)
+  local tokens = core.tokens(api.name)
+  local out = fleet.map(tokens, function(t)
+    local row = { token = t.label, provider = api.name, anonymous = t.anonymous }
+    if not api.plugin.user_info then
+      row.valid, row.error = nil, "the provider plugin cannot check credentials"
+      return row
+    end
+    local user, err = api.plugin.user_info(api:with_token(t.label))
+    row.valid = user ~= nil
+    if user then
+      row.account = user.login
+      if not t.anonymous then core.set_account(api.name, t.label, user.login) end
+    else
+      row.error = tostring(err)
+      row.kind = err and err.kind
+    end
+    return row
+  end)
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Any endpoint
+
+-- resp, err = fleet.request(method, path [, opts]); resp.data is the
+-- decoded JSON. opts: provider, token, query, headers, body, ok_status.
+function fleet.request(method, path, opts)
+  local api = api_for(opts)
+  local resp, err = api:request(method, path, opts)
+  if not resp then return nil, err end
+  if resp.body ~= "" then
+    local ok, data = pcall(json.decode, resp.body)
+    if ok then resp.data = data end
+  end
+  return resp
+end
+
+-- items, err = fleet.paginate(path [, opts]): every item of every page.
+-- opts.items names the field holding a page's items where the provider
+-- wraps them (Bitbucket: "values").
+function fleet.paginate(path, opts)
+  return api_for(opts):collect(path, opts)
+end
+
+-- pages, err = fleet.pages(path [, opts]): page by page; pages:next().
+function fleet.pages(path, opts)
+  return api_for(opts):pages(path, opts)
+end
+
+---------------------------------------------------------------------------
+-- Output
+
+local formats = { ndjson = true, json = true, csv = true }
+
+-- w = fleet.writer({format=, output=, fields=}): a streaming writer with
+-- w:write(record), w:write_many(records), w:close(). output nil or "-" is
+-- stdout. fields default to the repository fields.
+function fleet.writer(opts)
+  opts = opts or {}
+  local format = opts.format or "ndjson"
+  if not formats[format] then error("bad format '" .. tostring(format) .. "' (ndjson, json or csv)", 2) end
+  return core.writer(format, opts.output, {
+    fields = opts.fields or records.repository_fields,
+    all_fields = opts.all_fields ~= false and format ~= "csv",
+    null = json.null,
+  })
+end
+
+-- ok, err = fleet.write(records, opts): all records at once.
+function fleet.write(list, opts)
+  local w = fleet.writer(opts)
+  local ok, err = w:write_many(list)
+  local closed, cerr = w:close()
+  if not ok then return nil, err end
+  if not closed then return nil, cerr end
+  return true
+end
+
+return fleet

@@ -1,0 +1,177 @@
+-- Pagination over any endpoint, in the provider's own style.
+--
+-- The first page is fetched at once (so "not found" is an ordinary error
+-- before any iteration). When it reveals the last page — a Link rel="last",
+-- a total-pages header, or a total count in the body — the remaining pages
+-- are fetched concurrently, a bounded window ahead of the reader, and still
+-- handed out in page order. Otherwise the next link is followed as given.
+local core = require("fleet.core")
+local json = require("cjson")
+
+local Pages = {}
+Pages.__index = Pages
+
+-- Sets (or adds) a query parameter of a URL.
+local function with_param(url, name, value)
+  local base, query = url:match("^([^?#]*)%??([^#]*)")
+  local parts, found = {}, false
+  for pair in query:gmatch("[^&]+") do
+    local k = pair:match("^([^=]*)")
+    if k == name then
+      if not found then parts[#parts + 1] = name .. "=" .. value end
+      found = true
+    else
+      parts[#parts + 1] = pair
+    end
+  end
+  if not found then parts[#parts + 1] = name .. "=" .. value end
+  return base .. "?" .. table.concat(parts, "&")
+end
+Pages.with_param = with_param
+
+local function param(url, name)
+  local query = url:match("%?([^#]*)") or ""
+  for pair in query:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)")
+    if k == name then return v end
+  end
+end
+
+-- Items of a decoded page: the body itself, or body[field].
+local function items_of(data, field)
+  if field then
+    local items = type(data) == "table" and data[field]
+    return type(items) == "table" and items or {}
+  end
+  return type(data) == "table" and data or {}
+end
+
+-- Decodes a response body, or returns nil, err (kind "decode").
+local function decode(api, resp)
+  if resp.body == "" or resp.status == 204 then return {} end
+  local ok, data = pcall(json.decode, resp.body)
+  if not ok then
+    return nil, core.error({ kind = "decode", provider = api.name, url = resp.url, status = resp.status,
+      message = ("%s: the response is not valid JSON (%s)"):format(resp.url, tostring(data)) })
+  end
+  return data
+end
+Pages.decode = decode
+
+-- pages = Pages.open(api, url, opts): fetches the first page.
+-- opts.items: field holding the items (default: the plugin's pagination.items)
+-- opts.window: how many pages to fetch ahead when the last page is known
+function Pages.open(api, url, opts)
+  opts = opts or {}
+  local style = api.pagination.style
+  local first, err = api:request("GET", url, opts)
+  if not first then return nil, err end
+  local self = setmetatable({
+    api = api,
+    opts = opts,
+    items_field = opts.items or api.pagination.items,
+    page_param = api.pagination.page_param or "page",
+    window = opts.window or api.pagination.window or 8,
+    pending = {},       -- page number -> task handle fetching it
+    next_page = 2,      -- the page the reader gets after the first
+    first = first,
+    style = style,
+  }, Pages)
+  local data, derr = decode(api, first)
+  if not data then return nil, derr end
+  self.first_items = items_of(data, self.items_field)
+  self:plan(first, data)
+  return self
+end
+
+-- Works out how the following pages are found.
+function Pages:plan(resp, data)
+  local pg = self.api.pagination
+  if self.style == "link" then
+    local links = core.parse_link(resp.headers.link)
+    local last_page = links.last and tonumber(param(links.last, self.page_param))
+    if not last_page and pg.total_pages_header then
+      last_page = tonumber(resp.headers[pg.total_pages_header])
+    end
+    if last_page and last_page >= 1 then
+      self.last = last_page
+      self.template = links.last or links.next or resp.url
+    else
+      self.next_url = links.next
+    end
+  elseif self.style == "body" then
+    local next_url = type(data) == "table" and data[pg.next or "next"]
+    if type(next_url) ~= "string" then next_url = nil end
+    local size = type(data) == "table" and tonumber(data[pg.total or "size"])
+    local per = type(data) == "table" and tonumber(data[pg.page_size or "pagelen"])
+    if next_url and size and per and per > 0 and param(next_url, self.page_param) then
+      self.last = math.ceil(size / per)
+      self.template = next_url
+    else
+      self.next_url = next_url
+    end
+  end
+end
+
+function Pages:fetch_async(n)
+  local url = with_param(self.template, self.page_param, tostring(n))
+  local api, opts = self.api, self.opts
+  self.pending[n] = core.spawn(function()
+    local resp, err = api:request("GET", url, opts)
+    if not resp then return nil, err end
+    return resp
+  end)
+end
+
+-- Returns the next page's items (an array), nil at the end, or nil, err.
+function Pages:next()
+  if self.first_items then
+    local items = self.first_items
+    self.first_items = nil
+    self.page = 1
+    return items
+  end
+  local resp, err
+  if self.last then
+    local n = self.next_page
+    if n > self.last then return nil end
+    for k = n, math.min(self.last, n + self.window - 1) do
+      if not self.pending[k] then self:fetch_async(k) end
+    end
+    local task = self.pending[n]
+    self.pending[n] = nil
+    self.next_page = n + 1
+    resp, err = task:wait()
+  elseif self.next_url then
+    resp, err = self.api:request("GET", self.next_url, self.opts)
+  else
+    return nil
+  end
+  if not resp then
+    self.last, self.next_url = nil, nil -- nothing more after a failure
+    return nil, err
+  end
+  local data, derr = decode(self.api, resp)
+  if not data then return nil, derr end
+  if not self.last then self:plan(resp, data) end
+  self.page = (self.page or 1) + 1
+  return items_of(data, self.items_field)
+end
+
+-- Every item of every page, or nil, err.
+function Pages:all()
+  local out, n = {}, 0
+  while true do
+    local items, err = self:next()
+    if not items then
+      if err then return nil, err end
+      return out
+    end
+    for i = 1, #items do
+      n = n + 1
+      out[n] = items[i]
+    end
+  end
+end
+
+return Pages

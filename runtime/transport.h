@@ -1,0 +1,50 @@
+/* One HTTP attempt on a libcurl easy handle: options (timeouts, TLS,
+ * compression, HTTP/2, size cap), credentials, and capture of the
+ * response's headers and body. */
+#ifndef FLEET_TRANSPORT_H
+#define FLEET_TRANSPORT_H
+
+#include <stdbool.h>
+
+#include <curl/curl.h>
+
+#include "http.h"
+
+struct fleet_http_conf;
+struct fleet_token;
+
+struct fleet_transfer {
+    struct fleet_buf body;
+    struct fleet_buf headers;
+    long long max_body;
+    bool too_large;
+    struct curl_slist *slist; /* request headers, credentials among them */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct fleet_attempt {
+    const char *method;
+    const char *url;
+    const char *body;
+    size_t body_len;
+    const char *const *headers;
+    const struct fleet_token *token; /* NULL: send no credentials */
+    const char *etag;                /* validators of a cached response */
+    const char *last_modified;
+    void *owner;                     /* CURLOPT_PRIVATE */
+};
+
+/* Sets up easy (already reset) for one attempt. Returns 0, or -1 if memory
+ * ran out. */
+int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct fleet_transfer *x,
+                          const struct fleet_attempt *a);
+
+/* Wipes the credential from memory and frees what the attempt held, except
+ * the captured body and headers. */
+void fleet_transport_cleanup(struct fleet_transfer *x);
+
+/* Appends to a buffer, growing it; returns false when memory ran out. */
+bool fleet_buf_append(struct fleet_buf *b, const char *data, size_t len);
+void fleet_buf_free(struct fleet_buf *b);
+
+#endif
