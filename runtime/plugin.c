@@ -8,6 +8,7 @@
 #include "plugin.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,10 +261,11 @@ static int load_dir(struct fleet_host *host, struct plugin_set *set, const char 
 {
     DIR *d = opendir(dir);
     if (!d) {
-        if (!must_exist)
-            return 0;
-        snprintf(err, errlen, "plugin folder %s cannot be read", dir);
-        return -1;
+        /* A configured folder that is not there yet is not fatal: a
+         * provider that needs a plugin from it fails with its own message. */
+        if (must_exist)
+            fleet_log(FLEET_LOG_WARN, "plugin folder %s cannot be read: %s", dir, strerror(errno));
+        return 0;
     }
     char **names = NULL;
     size_t n = 0;
