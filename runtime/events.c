@@ -3,7 +3,6 @@
  * test. */
 #include "events.h"
 
-#include <math.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -105,22 +104,8 @@ void fleet_emit_wait(struct fleet_host *host, const struct fleet_provider *p, do
 {
     if (!(event_mask & 1u))
         return;
-    const struct fleet_token *first = NULL;
-    double best = INFINITY;
-    for (int i = 0; i < fleet_pool_count(host->pool); i++) {
-        struct fleet_token *t = fleet_pool_at(host->pool, i);
-        if (t->provider != p || t->disabled)
-            continue;
-        double w = t->paused_until;
-        for (int j = 0; j < t->nbudgets; j++)
-            if (t->budgets[j].budget->remaining == 0 && t->budgets[j].budget->reset > w)
-                w = t->budgets[j].budget->reset;
-        if (w < best) {
-            best = w;
-            first = t;
-        }
-    }
-    fleet_emit(host, "rate_limited", p, first, wake_at, wake_at - fleet_now(), 0, 0, NULL);
+    fleet_emit(host, "rate_limited", p, fleet_pool_first_free(host->pool, p), wake_at, wake_at - fleet_now(), 0,
+               0, NULL);
 }
 
 /* fleet.on(event, fn) */

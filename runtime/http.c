@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
 #include "events.h"
 #include "headers.h"
 #include "host.h"
@@ -44,6 +45,8 @@ struct fleet_request {
     CURL *easy;
     int sent_inflight;
     struct fleet_transfer transfer;
+    struct fleet_cache_entry cached; /* the stored response being revalidated */
+    bool has_cached;
 
     struct fleet_response resp;
     struct fleet_task **waiters;
@@ -119,8 +122,10 @@ static void request_free(struct fleet_request *r)
         free(*h);
     free(r->headers);
     free(r->resource);
-    fleet_buf_free(&r->transfer.body);
-    fleet_buf_free(&r->transfer.headers);
+    fleet_bytes_free(&r->transfer.body);
+    fleet_bytes_free(&r->transfer.headers);
+    if (r->has_cached)
+        fleet_cache_entry_free(&r->cached);
     free(r->resp.url);
     free(r->resp.err_message);
     free(r->waiters);
@@ -258,16 +263,12 @@ static void finish(struct fleet_host *host, struct fleet_request *r, enum fleet_
     }
     if (!r->resp.url)
         r->resp.url = strdup(r->url);
-    /* The body and headers become the response; network text that might
-     * echo a credential is redacted before any of it reaches Lua. */
-    r->resp.body = r->transfer.body.data;
-    r->resp.body_len = r->transfer.body.len;
-    r->resp.headers = r->transfer.headers.data;
-    r->resp.headers_len = r->transfer.headers.len;
-    if (r->resp.body)
-        fleet_redact(r->resp.body, r->resp.body_len);
-    if (r->resp.headers)
-        fleet_redact(r->resp.headers, r->resp.headers_len);
+    if (!r->resp.from_cache) {
+        r->resp.body = r->transfer.body.data;
+        r->resp.body_len = r->transfer.body.len;
+        r->resp.headers = r->transfer.headers.data;
+        r->resp.headers_len = r->transfer.headers.len;
+    }
     for (int i = 0; i < r->nwaiters; i++)
         fleet_sched_wake(host->sched, r->waiters[i]);
     r->nwaiters = 0;
@@ -309,6 +310,35 @@ static void format_clock(double epoch, char *buf, size_t len)
     strftime(buf, len, "%H:%M:%S", &tm);
 }
 
+/* The token's identity in cache keys, computed once. */
+static const char *cache_id(struct fleet_host *host, struct fleet_token *tok)
+{
+    if (!tok->cache_id[0])
+        fleet_cache_credential(host->cache, tok->secret, tok->secret ? tok->secret_len : 0, tok->cache_id);
+    return tok->cache_id;
+}
+
+/* The token whose cached validators exist for this URL: the server ties
+ * validators to the credential, so using it turns a refetch into a free
+ * 304. */
+static struct fleet_token *cache_affinity(struct fleet_host *host, struct fleet_request *r)
+{
+    if (!r->cacheable || !host->cache || r->pinned || r->no_credentials)
+        return NULL;
+    char ids[4][65];
+    int n = fleet_cache_credentials_for(host->cache, r->url, ids, 4);
+    for (int i = 0; i < fleet_pool_count(host->pool) && n > 0; i++) {
+        struct fleet_token *t = fleet_pool_at(host->pool, i);
+        if (t->provider != r->provider || t->disabled)
+            continue;
+        const char *id = cache_id(host, t);
+        for (int j = 0; j < n; j++)
+            if (strcmp(ids[j], id) == 0)
+                return t;
+    }
+    return NULL;
+}
+
 static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet_token *tok)
 {
     struct fleet_http *h = host->http;
@@ -318,6 +348,12 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
     r->token = tok;
     r->sent_inflight = tok->inflight;
     r->attempts++;
+    if (r->has_cached) {
+        fleet_cache_entry_free(&r->cached);
+        r->has_cached = false;
+    }
+    if (r->cacheable && host->cache && !r->no_credentials)
+        r->has_cached = fleet_cache_lookup(host->cache, r->url, cache_id(host, tok), &r->cached);
     struct fleet_attempt a = {
         .method = r->method,
         .url = r->url,
@@ -325,6 +361,8 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
         .body_len = r->body_len,
         .headers = (const char *const *)r->headers,
         .token = r->no_credentials ? NULL : tok,
+        .etag = r->has_cached ? r->cached.etag : NULL,
+        .last_modified = r->has_cached ? r->cached.last_modified : NULL,
         .owner = r,
     };
     if (fleet_transport_setup(easy, &host->cfg.http, &r->transfer, &a) != 0 ||
@@ -378,8 +416,8 @@ double fleet_http_dispatch(struct fleet_host *host, double now)
             continue;
         enum fleet_pool_block why;
         double wake_at = INFINITY;
-        struct fleet_token *tok = fleet_pool_reserve(host->pool, r->provider, r->resource, r->pinned, NULL,
-                                                     r->free_budget, now, &why, &wake_at);
+        struct fleet_token *tok = fleet_pool_reserve(host->pool, r->provider, r->resource, r->pinned,
+                                                     cache_affinity(host, r), r->free_budget, now, &why, &wake_at);
         if (tok) {
             if (!start(host, r, tok)) {
                 fleet_pool_release(host->pool, tok, r->resource, r->free_budget);
@@ -413,8 +451,10 @@ double fleet_http_dispatch(struct fleet_host *host, double now)
             if (!r->wait_logged && fabs(wake_at - h->logged_wake) > 0.5) {
                 char clock[16];
                 format_clock(wake_at, clock, sizeof clock);
-                fleet_log(FLEET_LOG_DEBUG - (host->verbosity > 0), "waiting %.1fs for %s budget (reset at %s)",
-                          wake_at - now, r->provider->name, clock);
+                const struct fleet_token *first = fleet_pool_first_free(host->pool, r->provider);
+                fleet_log(host->verbosity > 0 ? FLEET_LOG_INFO : FLEET_LOG_DEBUG,
+                          "waiting %.1fs: every token of %s is spent or paused; %s:%s frees up first, at %s",
+                          wake_at - now, r->provider->name, r->provider->name, first ? first->label : "?", clock);
                 h->logged_wake = wake_at;
                 fleet_emit_wait(host, r->provider, wake_at);
             }
@@ -455,6 +495,28 @@ static void parse_budget(const struct fleet_provider *p, const char *hb, size_t 
         memcpy(obs->resource, v, n);
         obs->resource[n] = 0;
     }
+}
+
+static void store_in_cache(struct fleet_host *host, struct fleet_request *r, struct fleet_token *tok)
+{
+    const char *hb = r->transfer.headers.data ? r->transfer.headers.data : "";
+    size_t hl = r->transfer.headers.len, elen = 0, llen = 0;
+    const char *etag = fleet_header_find(hb, hl, "etag", &elen);
+    const char *lm = fleet_header_find(hb, hl, "last-modified", &llen);
+    if (!etag && !lm)
+        return;
+    char etag_buf[256], lm_buf[128];
+    if (etag && elen < sizeof etag_buf) {
+        memcpy(etag_buf, etag, elen);
+        etag_buf[elen] = 0;
+    }
+    if (lm && llen < sizeof lm_buf) {
+        memcpy(lm_buf, lm, llen);
+        lm_buf[llen] = 0;
+    }
+    fleet_cache_store(host->cache, r->url, cache_id(host, tok), etag && elen < sizeof etag_buf ? etag_buf : NULL,
+                      lm && llen < sizeof lm_buf ? lm_buf : NULL, hb, hl,
+                      r->transfer.body.data ? r->transfer.body.data : "", r->transfer.body.len);
 }
 
 static void requeue(struct fleet_host *host, struct fleet_request *r, double not_before)
@@ -524,6 +586,12 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     fleet_pool_release(host->pool, tok, r->resource, r->free_budget);
     r->token = NULL;
     host->stats.bytes += (long long)r->transfer.body.len;
+    /* Network text that might echo a credential is redacted before it is
+     * classified, cached or handed to Lua. */
+    if (r->transfer.body.data)
+        fleet_redact(r->transfer.body.data, r->transfer.body.len);
+    if (r->transfer.headers.data)
+        fleet_redact(r->transfer.headers.data, r->transfer.headers.len);
 
     const char *hb = r->transfer.headers.data ? r->transfer.headers.data : "";
     size_t hl = r->transfer.headers.len;
@@ -546,17 +614,31 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     case CLASS_OK:
         host->stats.responses_ok++;
         fleet_pool_success(host->pool, tok, now);
+        if (status == 200 && r->cacheable && host->cache && !r->no_credentials)
+            store_in_cache(host, r, tok);
         r->resp.status = status;
         r->resp.token = r->no_credentials ? NULL : label;
         r->resp.url = strdup(r->url);
         finish(host, r, ERR_NONE, NULL);
         break;
     case CLASS_NOT_MODIFIED:
-        /* Without a cached copy a 304 cannot be served: the caller gets it
-         * as is (a conditional request it made itself). */
         host->stats.not_modified++;
-        r->resp.status = status;
+        fleet_pool_success(host->pool, tok, now);
         r->resp.token = label;
+        r->resp.url = strdup(r->url);
+        if (r->has_cached) {
+            /* Revalidated: the stored response is the answer, at no cost. */
+            fleet_cache_touch(host->cache, r->url, cache_id(host, tok));
+            r->resp.status = 200;
+            r->resp.from_cache = true;
+            r->resp.body = r->cached.body;
+            r->resp.body_len = r->cached.body_len;
+            r->resp.headers = r->cached.headers;
+            r->resp.headers_len = r->cached.headers_len;
+        } else {
+            /* A conditional request the caller made itself: 304 as is. */
+            r->resp.status = status;
+        }
         finish(host, r, ERR_NONE, NULL);
         break;
     case CLASS_REDIRECT:

@@ -16,7 +16,7 @@ struct fleet_provider;
 struct fleet_token;
 struct fleet_task;
 
-struct fleet_buf {
+struct fleet_bytes {
     char *data;
     size_t len, cap;
 };

@@ -160,6 +160,9 @@ lua_State *fleet_lstate_new(struct fleet_host *host)
     if (!L)
         return NULL;
     lua_atpanic(L, panic);
+    /* New threads copy the main thread's extra space, which the scheduler
+     * uses to tell its tasks from other coroutines: it must start empty. */
+    *(void **)lua_getextraspace(L) = NULL;
     luaL_openlibs(L);
     lua_gc(L, LUA_GCGEN, 0, 0);
 

@@ -239,6 +239,28 @@ static long available(struct fleet_budget *b)
     return b->remaining - b->reserved;
 }
 
+struct fleet_token *fleet_pool_first_free(struct fleet_pool *pool, const struct fleet_provider *p)
+{
+    struct fleet_token *first = NULL;
+    double best = INFINITY;
+    for (int i = 0; i < pool->ntokens; i++) {
+        struct fleet_token *t = &pool->tokens[i];
+        if (t->provider != p || t->disabled)
+            continue;
+        double w = t->paused_until;
+        for (int j = 0; j < t->nbudgets; j++) {
+            const struct fleet_budget *b = t->budgets[j].budget;
+            if (b->remaining == 0 && b->reset > w)
+                w = b->reset;
+        }
+        if (w > 0 && w < best) {
+            best = w;
+            first = t;
+        }
+    }
+    return first;
+}
+
 const char *fleet_pool_state(struct fleet_pool *pool, struct fleet_token *t, double now)
 {
     if (t->disabled)
@@ -287,10 +309,13 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
                 continue;
             }
         }
-        /* Most unreserved budget wins; then the preferred token (whose
-         * cached validators the server honours); then the least busy. */
-        if (!best || avail > best_avail || (avail == best_avail && (t == preferred ||
-                                           (best != preferred && t->inflight < best->inflight)))) {
+        /* The preferred token (whose cached validators the server honours,
+         * so the answer is likely a free 304) wins whenever it is usable;
+         * otherwise the most unreserved budget, then the least busy. */
+        if (best == preferred && preferred)
+            continue;
+        if (!best || t == preferred || avail > best_avail ||
+            (avail == best_avail && t->inflight < best->inflight)) {
             best = t;
             best_avail = avail;
         }

@@ -51,6 +51,7 @@ struct fleet_token {
     int cwnd;  /* concurrency allowed now; grows with successes */
     int cap;   /* ceiling: per_token_concurrency, lowered by secondary limits */
     int acked; /* successes since cwnd last grew */
+    char cache_id[65]; /* the credential's identity in the cache; "" until computed */
     struct {
         char *resource;
         struct fleet_budget *budget;
@@ -117,6 +118,10 @@ void fleet_pool_set_account(struct fleet_pool *pool, struct fleet_token *t, cons
 struct fleet_token *fleet_pool_find(struct fleet_pool *pool, struct fleet_provider *p, const char *label);
 int fleet_pool_count(struct fleet_pool *pool);
 struct fleet_token *fleet_pool_at(struct fleet_pool *pool, int i);
+
+/* Among the provider's enabled tokens, the one that becomes usable first
+ * (its pause ends or its budget resets); NULL if none is waiting. */
+struct fleet_token *fleet_pool_first_free(struct fleet_pool *pool, const struct fleet_provider *p);
 
 /* Human-readable state of a token: ok, spent, paused, disabled. */
 const char *fleet_pool_state(struct fleet_pool *pool, struct fleet_token *t, double now);

@@ -17,7 +17,7 @@
 
 #define MAX_HEADER_BYTES (256 * 1024)
 
-bool fleet_buf_append(struct fleet_buf *b, const char *data, size_t len)
+bool fleet_bytes_append(struct fleet_bytes *b, const char *data, size_t len)
 {
     if (b->len + len + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -35,7 +35,7 @@ bool fleet_buf_append(struct fleet_buf *b, const char *data, size_t len)
     return true;
 }
 
-void fleet_buf_free(struct fleet_buf *b)
+void fleet_bytes_free(struct fleet_bytes *b)
 {
     free(b->data);
     b->data = NULL;
@@ -50,7 +50,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
         x->too_large = true;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    return fleet_buf_append(&x->body, data, len) ? len : 0;
+    return fleet_bytes_append(&x->body, data, len) ? len : 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *ud)
@@ -75,7 +75,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
                 x->body.cap = (size_t)cl + 1;
         }
     }
-    return fleet_buf_append(&x->headers, data, len) ? len : 0;
+    return fleet_bytes_append(&x->headers, data, len) ? len : 0;
 }
 
 static bool add_header(struct curl_slist **list, const char *line)

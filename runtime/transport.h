@@ -14,8 +14,8 @@ struct fleet_http_conf;
 struct fleet_token;
 
 struct fleet_transfer {
-    struct fleet_buf body;
-    struct fleet_buf headers;
+    struct fleet_bytes body;
+    struct fleet_bytes headers;
     long long max_body;
     bool too_large;
     struct curl_slist *slist; /* request headers, credentials among them */
@@ -44,7 +44,7 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
 void fleet_transport_cleanup(struct fleet_transfer *x);
 
 /* Appends to a buffer, growing it; returns false when memory ran out. */
-bool fleet_buf_append(struct fleet_buf *b, const char *data, size_t len);
-void fleet_buf_free(struct fleet_buf *b);
+bool fleet_bytes_append(struct fleet_bytes *b, const char *data, size_t len);
+void fleet_bytes_free(struct fleet_bytes *b);
 
 #endif

@@ -1,0 +1,69 @@
+/* The response cache: conditional requests (ETag / Last-Modified) on
+ * SQLite, shared by several gitfleet processes (WAL mode).
+ *
+ * An entry is keyed by method, URL and a hash identifying the credential
+ * (validators can be tied to the credential on GitHub); the hash is
+ * SHA-256 over a random per-cache salt and the secret, so the secret is
+ * never stored. A corrupt or unreadable cache file is set aside and a fresh
+ * one created; a failing write turns caching off for the run with one
+ * warning. No function here ever fails a request: at worst it misses. */
+#ifndef FLEET_CACHE_H
+#define FLEET_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct fleet_cache;
+
+struct fleet_cache_entry {
+    char *etag;          /* NULL if none */
+    char *last_modified; /* NULL if none */
+    char *body;          /* malloc'd */
+    size_t body_len;
+    char *headers;       /* the stored response's header block (malloc'd) */
+    size_t headers_len;
+};
+
+struct fleet_cache_stats {
+    long long entries;
+    long long bytes;     /* bodies and headers stored */
+    long long file_size; /* the database file(s) on disk */
+    long long max_size;
+    const char *path;
+};
+
+/* Opens (creating folders and the file as needed) the cache at path, with
+ * max_size bytes of entries at most. Returns NULL with a warning logged if
+ * no cache can be had at all (the run goes on without one). */
+struct fleet_cache *fleet_cache_open(const char *path, long long max_size);
+void fleet_cache_close(struct fleet_cache *c);
+
+/* The credential's identity for cache keys: SHA-256(salt || secret), in
+ * hex (65 bytes with the NUL). An anonymous request uses "" (no secret). */
+void fleet_cache_credential(struct fleet_cache *c, const char *secret, size_t len, char out[65]);
+
+/* Finds the entry for (GET, url, credential). Returns true and fills e
+ * (free with fleet_cache_entry_free) on a hit. */
+bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *credential,
+                        struct fleet_cache_entry *e);
+
+/* Which credentials have an entry for url: fills up to max hashes, returns
+ * the count (so the pool can prefer a token whose validators will match). */
+int fleet_cache_credentials_for(struct fleet_cache *c, const char *url, char (*out)[65], int max);
+
+/* Stores (replacing) the entry for a 200 response that carries an ETag or
+ * a Last-Modified; evicts least recently used entries beyond max_size. */
+void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
+                       const char *last_modified, const char *headers, size_t headers_len, const char *body,
+                       size_t body_len);
+
+/* A 304 revalidated the entry: mark it used now (for LRU eviction). */
+void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *credential);
+
+void fleet_cache_entry_free(struct fleet_cache_entry *e);
+
+/* For `gitfleet cache stats|clear`. Both work on a closed-by-others file. */
+int fleet_cache_stats(struct fleet_cache *c, struct fleet_cache_stats *s);
+int fleet_cache_clear(struct fleet_cache *c);
+
+#endif
