@@ -47,6 +47,9 @@ all: $(BIN)
 
 $(BIN): $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+ifeq ($(SANITIZE),1)
+	@ln -sfn ../../providers $(BUILD)/providers
+endif
 
 $(BUILD)/%.o: runtime/%.c | $(BUILD)/.deps-ok
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<

@@ -66,4 +66,7 @@ void fleet_cache_entry_free(struct fleet_cache_entry *e);
 int fleet_cache_stats(struct fleet_cache *c, struct fleet_cache_stats *s);
 int fleet_cache_clear(struct fleet_cache *c);
 
+/* What the last failing call met (for messages), never NULL. */
+const char *fleet_cache_error(struct fleet_cache *c);
+
 #endif

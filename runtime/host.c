@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 
+#include "cache.h"
 #include "http.h"
 #include "log.h"
 #include "lstate.h"
@@ -29,6 +30,16 @@ struct fleet_provider *fleet_host_provider(struct fleet_host *host, const char *
         if (strcmp(host->providers[i].name, name) == 0)
             return &host->providers[i];
     return NULL;
+}
+
+struct fleet_cache *fleet_host_cache(struct fleet_host *host)
+{
+    if (!host->cache_opened) {
+        host->cache_opened = true;
+        if (host->cfg.cache.enabled && host->cfg.cache.path)
+            host->cache = fleet_cache_open(host->cfg.cache.path, host->cfg.cache.max_size);
+    }
+    return host->cache;
 }
 
 struct fleet_host *fleet_host_new(struct fleet_config *cfg, const char *providers_dir, char *err, size_t errlen)
@@ -76,6 +87,7 @@ void fleet_host_free(struct fleet_host *host)
     if (host->L)
         lua_close(host->L);
     fleet_http_free(host->http);
+    fleet_cache_close(host->cache);
     fleet_pool_free(host->pool);
     fleet_plugins_free(host);
     fleet_config_free(&host->cfg);
@@ -165,7 +177,11 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
     int signo = fleet_sched_run(host->sched);
     int code = host->exit_code;
     struct fleet_task *main_task = fleet_sched_main(host->sched);
-    if (main_task && main_task->state == TASK_DONE && !main_task->cancelled) {
+    if (main_task && main_task->fatal) {
+        fleet_log(FLEET_LOG_ERROR, "%s", main_task->fatal);
+        if (code < 1)
+            code = 1;
+    } else if (main_task && main_task->state == TASK_DONE && !main_task->cancelled) {
         int n = fleet_sched_push_results(L, main_task);
         int requested;
         if (n < 0) {

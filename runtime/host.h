@@ -53,7 +53,8 @@ struct fleet_host {
     struct fleet_pool *pool;
     struct fleet_http *http;
     struct fleet_sched *sched;
-    struct fleet_cache *cache;
+    struct fleet_cache *cache; /* opened on the first cacheable request */
+    bool cache_opened;
     struct fleet_stats stats;
 
     char *providers_dir; /* the installed (or source tree) providers folder */
@@ -81,6 +82,10 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
 
 /* The host behind a Lua function registered with it as upvalue 1. */
 struct fleet_host *fleet_host_from(lua_State *L);
+
+/* The response cache, opened on first use; NULL when disabled or when no
+ * cache can be had (the run goes on without one). */
+struct fleet_cache *fleet_host_cache(struct fleet_host *host);
 
 /* Finds a provider by instance name; NULL if none. */
 struct fleet_provider *fleet_host_provider(struct fleet_host *host, const char *name);

@@ -217,6 +217,7 @@ struct fleet_request *fleet_http_submit(struct fleet_host *host, struct fleet_ta
     r->resp.retry_after = -1;
 
     if (r->cacheable) {
+        fleet_host_cache(host);
         struct fleet_request *twin = find_twin(host->http, r);
         if (twin) {
             request_free(r);
@@ -695,7 +696,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
             double delay = fleet_backoff(&host->cfg.retry, r->attempts, verdict.retry_after);
             host->stats.retries++;
             char what[CURL_ERROR_SIZE + 32];
-            if (status > 0)
+            if (cres == CURLE_OK)
                 snprintf(what, sizeof what, "HTTP %ld", status);
             else
                 snprintf(what, sizeof what, "%s", r->transfer.errbuf[0] ? r->transfer.errbuf : curl_easy_strerror(cres));
@@ -707,7 +708,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
             break;
         }
         r->resp.status = status;
-        if (status > 0)
+        if (cres == CURLE_OK)
             finish(host, r, verdict.kind, "%s %s: HTTP %ld after %d attempts", r->method, r->url, status,
                    r->attempts);
         else

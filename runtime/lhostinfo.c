@@ -84,7 +84,7 @@ static int l_config(lua_State *L)
     lua_setfield(L, -2, "retry");
 
     lua_createtable(L, 0, 3);
-    set_bool(L, "enabled", c->cache.enabled && !host->no_cache);
+    set_bool(L, "enabled", c->cache.enabled);
     set_str(L, "path", c->cache.path);
     set_int(L, "max_size", c->cache.max_size);
     lua_setfield(L, -2, "cache");
@@ -190,12 +190,29 @@ static int l_set_exit_code(lua_State *L)
     return 0;
 }
 
+/* fleet.core.progress(text | nil): the progress line (see log.h). */
+static int l_progress(lua_State *L)
+{
+    fleet_log_progress(luaL_optstring(L, 1, NULL));
+    return 0;
+}
+
+/* fleet.core.log_line(text): one line on stderr, above the progress line. */
+static int l_log_line(lua_State *L)
+{
+    size_t len;
+    const char *line = luaL_checklstring(L, 1, &len);
+    fleet_log_line(line, len);
+    return 0;
+}
+
 void fleet_hostinfo_register(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"config", l_config}, {"providers", l_providers}, {"stats", l_stats},
         {"log", l_log},       {"options", l_options},     {"isatty", l_isatty},
-        {"set_exit_code", l_set_exit_code}, {NULL, NULL},
+        {"set_exit_code", l_set_exit_code}, {"progress", l_progress}, {"log_line", l_log_line},
+        {NULL, NULL},
     };
     lua_pushvalue(L, lua_upvalueindex(1));
     luaL_setfuncs(L, funcs, 1);

@@ -17,18 +17,46 @@ struct secret {
 static int current_level = FLEET_LOG_INFO;
 static struct secret *secrets;
 static size_t nsecrets;
-static void (*hook_before)(void *);
-static void (*hook_after)(void *);
-static void *hook_ud;
+static char progress_line[512]; /* shown at the bottom of stderr; "" if none */
 
 void fleet_log_set_level(int level) { current_level = level; }
 int fleet_log_level(void) { return current_level; }
 
-void fleet_log_set_hooks(void (*before)(void *), void (*after)(void *), void *ud)
+/* The progress line is erased before a log line and drawn again after, so
+ * the two never mix. */
+static void progress_erase(void)
 {
-    hook_before = before;
-    hook_after = after;
-    hook_ud = ud;
+    if (progress_line[0])
+        fputs("\r\033[K", stderr);
+}
+
+static void progress_draw(void)
+{
+    if (progress_line[0])
+        fputs(progress_line, stderr);
+    fflush(stderr);
+}
+
+void fleet_log_progress(const char *text)
+{
+    progress_erase();
+    snprintf(progress_line, sizeof progress_line, "%s", text ? text : "");
+    fleet_redact(progress_line, strlen(progress_line));
+    progress_draw();
+}
+
+void fleet_log_line(const char *line, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return;
+    memcpy(copy, line, len);
+    copy[len] = '\n';
+    fleet_redact(copy, len);
+    progress_erase();
+    fwrite(copy, 1, len + 1, stderr);
+    progress_draw();
+    free(copy);
 }
 
 void fleet_log_add_secret(const char *secret, size_t len)
@@ -95,12 +123,9 @@ void fleet_vlog(int level, const char *fmt, va_list ap)
         len = sizeof line - 2;
     fleet_redact(line, len);
     line[len++] = '\n';
-    if (hook_before)
-        hook_before(hook_ud);
+    progress_erase();
     fwrite(line, 1, len, stderr);
-    fflush(stderr);
-    if (hook_after)
-        hook_after(hook_ud);
+    progress_draw();
 }
 
 void fleet_log(int level, const char *fmt, ...)

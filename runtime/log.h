@@ -25,7 +25,13 @@ void fleet_log_forget_secrets(void);
  * occurrences replaced. */
 size_t fleet_redact(char *buf, size_t len);
 
-/* Called before a log line is written (to clear a progress line) and after. */
-void fleet_log_set_hooks(void (*before)(void *), void (*after)(void *), void *ud);
+/* Shows text as the progress line at the bottom of stderr (a terminal),
+ * replacing the previous one; NULL clears it. Log lines are written above
+ * it. */
+void fleet_log_progress(const char *text);
+
+/* Writes one line to stderr as is (redacted, no prefix), above the
+ * progress line. */
+void fleet_log_line(const char *line, size_t len);
 
 #endif

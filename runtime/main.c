@@ -259,6 +259,8 @@ int main(int argc, char **argv)
         fleet_log(FLEET_LOG_ERROR, "cannot initialise libcurl");
         return 1;
     }
+    if (o.no_cache)
+        cfg.cache.enabled = false;
     char *providers_dir = find_providers_dir();
     struct fleet_host *host = fleet_host_new(&cfg, providers_dir, err, sizeof err);
     free(providers_dir);

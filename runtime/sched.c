@@ -246,6 +246,12 @@ static void task_free(struct fleet_sched *s, struct fleet_task *t)
 static void report_unobserved(struct fleet_sched *s, struct fleet_task *t)
 {
     lua_State *L = s->host->L;
+    if (t->fatal) {
+        fleet_log(FLEET_LOG_ERROR, "spawned task failed: %s", t->fatal);
+        t->error_observed = true;
+        s->unobserved++;
+        return;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->result_ref);
     const char *msg = luaL_tolstring(L, -1, NULL);
     fleet_log(FLEET_LOG_ERROR, "spawned task failed: %s", msg);
@@ -286,6 +292,11 @@ bool fleet_sched_join(struct fleet_sched *s, struct fleet_task *t, struct fleet_
 
 int fleet_sched_push_results(lua_State *L, struct fleet_task *t)
 {
+    if (t->fatal) {
+        t->error_observed = true;
+        lua_pushstring(L, t->fatal);
+        return -1;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->result_ref);
     if (t->failed) {
         t->error_observed = true;
@@ -345,19 +356,25 @@ static void finish_task(struct fleet_sched *s, struct fleet_task *t, int status,
     lua_State *L = s->host->L;
     struct finish_args a = {t, status, nres};
     t->failed = status != LUA_OK;
-    if (fleet_lstate_protect(L, finish_task_protected, &a) != LUA_OK) {
-        /* Out of memory while recording the outcome: keep the message. */
-        t->failed = true;
-        t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
     if (status == LUA_ERRMEM) {
-        lua_pushstring(L, fleet_lstate_status_text(s->host, status));
-        lua_rawseti(L, LUA_REGISTRYINDEX, t->result_ref);
+        /* The budget is exhausted: free what the task held before anything
+         * else needs memory, and record the outcome without Lua. */
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        t->co_ref = LUA_NOREF;
+        t->co = NULL;
+        lua_gc(L, LUA_GCCOLLECT);
+        t->fatal = fleet_lstate_status_text(s->host, status);
+    } else if (fleet_lstate_protect(L, finish_task_protected, &a) != LUA_OK) {
+        /* Out of memory while recording the outcome. */
+        lua_pop(L, 1);
+        t->failed = true;
+        t->fatal = fleet_lstate_status_text(s->host, LUA_ERRMEM);
     }
     t->state = TASK_DONE;
     s->live--;
     /* The coroutine is no longer needed: let it be collected. */
-    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+    if (t->co_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
     t->co_ref = LUA_NOREF;
     t->co = NULL;
 

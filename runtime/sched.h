@@ -36,6 +36,7 @@ struct fleet_task {
     double wait_started;     /* for fleet.stats().waited */
 
     int result_ref;          /* registry ref: {n=, ...} or the error value */
+    const char *fatal;       /* an error recorded without Lua (out of memory) */
     bool failed;
     bool error_observed;     /* someone received the error */
     bool handle_alive;       /* a Lua handle still refers to the task */

@@ -92,7 +92,7 @@ function Api:request(method, path, opts)
     if err.status and opts.ok_status and opts.ok_status[err.status] then
       return { status = err.status, url = err.url, headers = err.headers or {}, body = err.body or "" }
     end
-    local said = server_message(err.body)
+    local said = err.status and err.status >= 400 and server_message(err.body)
     if said then err.message = ("%s: %s"):format(err.message, said) end
     err.body = nil
     return nil, err

@@ -1,0 +1,153 @@
+-- gitfleet fetch: every repository of the given owners, written as they
+-- arrive. Owners are fetched concurrently; one that fails is reported and
+-- the others' records are still written (exit status 1).
+local cli = require("fleet.cli")
+local progress = require("fleet.progress")
+
+local usage = [[
+usage: gitfleet fetch [OPTIONS] OWNER...
+
+Fetches every repository of each OWNER (a user, organisation, group or
+workspace; PROVIDER:OWNER picks a provider per owner) and writes one record
+per repository to standard output or --output, page by page as they arrive.
+
+Options:
+  -p, --provider P       provider for owners without PROVIDER: (default: the
+                         first configured one, else github)
+  --owners-file FILE     more owners, one per line (# comments; - for stdin)
+  -f, --format FORMAT    ndjson (default when stdout is not a terminal),
+                         json (one array), csv, or table (the default on a
+                         terminal)
+  --fields a,b,...       fields to write, in order (default: every record
+                         field); with --raw, raw.x.y reaches into the
+                         provider's own object
+  -o, --output FILE      write to FILE instead of standard output
+  -t, --type T           the provider's owner filter (GitHub: all, owner,
+                         member, public, private, forks, sources)
+  --raw                  add the provider's own object as field "raw"
+  -j, --concurrency N    owners fetched at once (default 16)
+  -h, --help             show this help
+
+Records have the same fields on every provider (see gitfleet(1)); a value a
+provider does not have is null. Exit status: 0 when every owner was
+fetched, 1 when some failed (the rest was written), 2 on a usage error.
+]]
+
+local opts, rest, fail = cli.parse("fetch", arg, {
+  { "--help", "-h" }, { "--provider", "-p", arg = "P" }, { "--owners-file", arg = "FILE" },
+  { "--format", "-f", arg = "FORMAT" }, { "--fields", arg = "LIST" }, { "--output", "-o", arg = "FILE" },
+  { "--type", "-t", arg = "T" }, { "--raw" }, { "--concurrency", "-j", arg = "N" },
+})
+if opts.help then io.stdout:write(usage) return 0 end
+
+local owners = {}
+for _, o in ipairs(rest) do owners[#owners + 1] = o end
+if opts.owners_file then
+  local f, err
+  if opts.owners_file == "-" then f = io.stdin else f, err = io.open(opts.owners_file) end
+  if not f then fail(err) end
+  for line in f:lines() do
+    line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
+    if line ~= "" then owners[#owners + 1] = line end
+  end
+  if f ~= io.stdin then f:close() end
+end
+if #owners == 0 then fail("no OWNER given") end
+
+local to_terminal = not opts.output and require("fleet.core").isatty(1)
+local format = opts.format or (to_terminal and "table" or "ndjson")
+local formats = { ndjson = true, json = true, csv = true, table = true }
+if not formats[format] then fail("--format must be ndjson, json, csv or table") end
+local concurrency = math.tointeger(tonumber(opts.concurrency or 16))
+if not concurrency or concurrency < 1 then fail("--concurrency must be a positive whole number") end
+
+local fields
+if opts.fields then
+  fields = {}
+  for f in opts.fields:gmatch("[^,]+") do fields[#fields + 1] = f:match("^%s*(.-)%s*$") end
+  if #fields == 0 then fail("--fields is empty") end
+end
+
+local providers = {}
+for _, p in ipairs(fleet.providers()) do providers[p.name] = true end
+if opts.provider and not providers[opts.provider] then fail("no provider named '" .. opts.provider .. "'") end
+local jobs = {}
+for i, o in ipairs(owners) do
+  local p, name = o:match("^([%w_-]+):(.+)$")
+  if p and providers[p] then
+    jobs[i] = { provider = p, owner = name, label = o }
+  else
+    jobs[i] = { provider = opts.provider, owner = o, label = o }
+  end
+end
+
+-- The writer: a table on a terminal is a few columns per line.
+local writer, werr
+if format == "table" then
+  local out = opts.output and assert(io.open(opts.output, "w")) or io.stdout
+  local function cell(v, w)
+    v = v == nil and "" or tostring(v)
+    if utf8.len(v) and utf8.len(v) > w then v = v:sub(1, utf8.offset(v, w) - 1) .. "…" end
+    return v .. (" "):rep(w - (utf8.len(v) or #v))
+  end
+  out:write(cell("REPOSITORY", 40), " ", cell("LANGUAGE", 12), " ", cell("STARS", 7), " ", cell("PUSHED", 20), "\n")
+  local n = 0
+  writer = {
+    write_many = function(_, list)
+      for _, r in ipairs(list) do
+        out:write(cell(r.full_name, 40), " ", cell(r.language, 12), " ", cell(r.stargazers_count, 7), " ",
+          cell(r.pushed_at, 20), r.archived and " (archived)" or "", "\n")
+      end
+      n = n + #list
+      return true
+    end,
+    close = function() out:flush() if out ~= io.stdout then out:close() end return true end,
+    count = function() return n end,
+  }
+else
+  writer, werr = fleet.writer({ format = format, output = opts.output, fields = fields,
+    all_fields = fields == nil })
+  if not writer then
+    io.stderr:write("gitfleet fetch: ", tostring(werr), "\n")
+    return 1
+  end
+end
+
+local bar = progress.start(#jobs)
+local failed = 0
+local write_error
+
+local function fetch_one(job)
+  local pages, err = fleet.each_repository_page(job.owner, { provider = job.provider, type = opts.type,
+    raw = opts.raw })
+  if pages then
+    local ok, perr = pcall(function()
+      for page in pages do
+        local written, wr = writer:write_many(page)
+        if not written then write_error = write_error or wr end
+        bar:add_repositories(#page)
+      end
+    end)
+    if not ok then err = perr end
+  end
+  if err then
+    failed = failed + 1
+    bar:log(("gitfleet fetch: %s: %s"):format(job.label, tostring(err)))
+  end
+  bar:owner_done()
+end
+
+fleet.map(jobs, fetch_one, { concurrency = concurrency })
+bar:finish()
+local closed, cerr = writer:close()
+if not closed then write_error = write_error or cerr end
+if write_error then
+  io.stderr:write("gitfleet fetch: cannot write the records: ", tostring(write_error), "\n")
+  return 1
+end
+if failed > 0 then
+  io.stderr:write(("gitfleet fetch: %d of %d owners failed; the other owners' %d repositories were written\n")
+    :format(failed, #jobs, writer:count()))
+  return 1
+end
+return 0

@@ -1,0 +1,143 @@
+-- Tokens never reach Lua, stdout, stderr (at any log level), error
+-- objects, rate-limit output or the cache, and never follow a redirect to
+-- another host. Each spec tries to make one leak and fails if it does.
+local emulator = require("spec.support.emulator")
+local gf = require("spec.support.gitfleet")
+
+local GOOD = "ghp_SECRETgood0123456789abcdefghijklmnop"
+local BAD = "ghp_SECRETrevoked0123456789abcdefghijkl"
+local BB_PASS = "SECRETbitbucketAppPassword0123"
+
+local function assert_clean(text, where)
+  for _, s in ipairs({ GOOD, BAD, BB_PASS, "SECRETgood", "SECRETrevoked", "SECRETbitbucket" }) do
+    assert.is_nil(text:find(s, 1, true), ("a secret reached %s:\n%s"):format(where, text))
+  end
+end
+
+-- Walks everything reachable from the registry and _G (tables, keys,
+-- function upvalues, metatables) and prints every string it finds.
+local HEAP_WALK = [[
+local seen, out = {}, {}
+local function walk(v, depth)
+  if depth > 60 then return end
+  local t = type(v)
+  if t == "string" then out[#out + 1] = v return end
+  if (t ~= "table" and t ~= "function" and t ~= "userdata" and t ~= "thread") or seen[v] then return end
+  seen[v] = true
+  if t == "table" then
+    for k, x in next, v do walk(k, depth + 1) walk(x, depth + 1) end
+  elseif t == "function" then
+    for i = 1, 255 do
+      local name, x = debug.getupvalue(v, i)
+      if not name then break end
+      walk(x, depth + 1)
+    end
+  end
+  local mt = debug.getmetatable(v)
+  if mt then walk(mt, depth + 1) end
+end
+]]
+
+describe("secrets", function()
+  after_each(function()
+    emulator.stop_all()
+    gf.cleanup()
+  end)
+
+  local function setup(extra_scenario)
+    local scenario = {
+      owners = { { name = "acme", kind = "org", repos = 150 }, { name = "old-name", kind = "org", repos = 20 } },
+      tokens = { { token = GOOD, provider = "github", account = "alice" },
+        { username = "alice", password = BB_PASS, provider = "bitbucket", account = "alice" } },
+    }
+    for k, v in pairs(extra_scenario or {}) do scenario[k] = v end
+    local emu = emulator.start({ scenario = scenario })
+    local dir = gf.tmpdir()
+    local cfg = gf.config({ providers = {
+      github = { base_url = emu.url, tokens = { { label = "good", token = "${GOOD_TOKEN}" },
+        { label = "revoked", token = BAD } } },
+      bitbucket = { base_url = emu.url .. "/2.0", tokens = { { label = "bb", username = "alice",
+        token = "${BB_PASS}" } } },
+    } }, dir)
+    return emu, cfg, dir, { GOOD_TOKEN = GOOD, BB_PASS = BB_PASS }
+  end
+
+  it("never reach the Lua state, stdout or stderr, even at -vv with a refused token", function()
+    local emu, cfg, _, env = setup()
+    local script = gf.script(HEAP_WALK .. [[
+      fleet.on("token_disabled", function(e) print("disabled", e.token) end)
+      local repos, err = fleet.fetch_repositories("acme")
+      print(#repos, err)
+      local _, nf = fleet.fetch_repositories("no-such-owner")
+      for k, v in pairs(nf) do print("err", k, v) end
+      for _, r in ipairs(fleet.rate_limit()) do for k, v in pairs(r) do print("rl", k, v) end end
+      for _, c in ipairs(fleet.validate_credentials("github")) do for k, v in pairs(c) do print("vc", k, v) end end
+      local resp = fleet.request("GET", "/user")
+      for k, v in pairs(resp.headers) do print("hdr", k, v) end
+      print(fleet.json.encode(fleet.config()))
+      walk(debug.getregistry(), 0)
+      walk(_G, 0)
+      print(table.concat(out, "\n"))
+    ]])
+    local r = gf.run({ "--config", cfg, "-vv", "run", script }, { env = env })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("disabled\trevoked", r.stdout)
+    assert.matches("token revoked of github was refused", r.stderr)
+    assert_clean(r.stdout, "stdout")
+    assert_clean(r.stderr, "stderr")
+    assert.is_true(#r.stdout > 10000) -- the heap walk did print the state's strings
+    assert.is_true(emu:stats().credentialed_requests > 0)
+  end)
+
+  it("never appear in config check, providers, rate-limit or fetch output", function()
+    local _, cfg, _, env = setup()
+    for _, args in ipairs({ { "config", "check" }, { "providers" }, { "rate-limit", "--format", "json" },
+      { "rate-limit" }, { "fetch", "acme", "--format", "json" }, { "-vv", "fetch", "acme", "no-such-owner" } }) do
+      local full = { "--config", cfg }
+      for _, a in ipairs(args) do full[#full + 1] = a end
+      local r = gf.run(full, { env = env })
+      assert_clean(r.stdout, table.concat(args, " ") .. " stdout")
+      assert_clean(r.stderr, table.concat(args, " ") .. " stderr")
+    end
+  end)
+
+  it("are not stored in the cache file", function()
+    local _, cfg, dir, env = setup()
+    local r = gf.run({ "--config", cfg, "fetch", "acme", "--output", dir .. "/out.ndjson" }, { env = env })
+    assert.are.equal(0, r.code, r.stderr)
+    for _, f in ipairs({ "cache.sqlite", "cache.sqlite-wal" }) do
+      local data = gf.slurp(dir .. "/" .. f)
+      if data then assert_clean(data, f) end
+    end
+    assert.is_truthy(gf.slurp(dir .. "/cache.sqlite"))
+  end)
+
+  it("stay behind when a redirect leaves the provider's host", function()
+    local other = emulator.start({ scenario = {
+      owners = { { name = "old-name", kind = "org", repos = 20 } } } })
+    local emu, cfg, _, env = setup({ redirects = { ["old-name"] = other.url } })
+    local r = gf.run_script([[
+      local repos, err = fleet.fetch_repositories("old-name")
+      print(repos and #repos, err)
+    ]], cfg, { env = env })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("20\tnil\n", r.stdout)
+    local s = other:stats()
+    assert.is_true(s.requests > 0, require("cjson").encode(s))
+    assert.are.equal(0, s.credentialed_requests)
+    assert.is_true(emu:stats().credentialed_requests > 0)
+  end)
+
+  it("cannot be dumped: the process is not dumpable", function()
+    local r = gf.run_script([[
+      local f = io.open("/proc/self/status")
+      local text = f:read("a")
+      f:close()
+      -- prctl(PR_SET_DUMPABLE, 0) makes /proc/self owned by root and core dumps off
+      local limit = io.open("/proc/self/limits"):read("a")
+      print(limit:match("Max core file size%s+(%S+)"))
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("0\n", r.stdout)
+  end)
+end)
