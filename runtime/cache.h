@@ -6,7 +6,10 @@
  * SHA-256 over a random per-cache salt and the secret, so the secret is
  * never stored. A corrupt or unreadable cache file is set aside and a fresh
  * one created; a failing write turns caching off for the run with one
- * warning. No function here ever fails a request: at worst it misses. */
+ * warning. No function here ever fails a request: at worst it misses.
+ *
+ * Every function accepts a NULL cache (none could be opened, or caching is
+ * off) and then does nothing: lookups miss, stores are dropped. */
 #ifndef FLEET_CACHE_H
 #define FLEET_CACHE_H
 
@@ -18,9 +21,9 @@ struct fleet_cache;
 struct fleet_cache_entry {
     char *etag;          /* NULL if none */
     char *last_modified; /* NULL if none */
-    char *body;          /* malloc'd */
+    char *body;          /* malloc'd, with a NUL after body_len bytes */
     size_t body_len;
-    char *headers;       /* the stored response's header block (malloc'd) */
+    char *headers;       /* the stored response's header block (malloc'd, NUL after) */
     size_t headers_len;
 };
 
@@ -39,20 +42,27 @@ struct fleet_cache *fleet_cache_open(const char *path, long long max_size);
 void fleet_cache_close(struct fleet_cache *c);
 
 /* The credential's identity for cache keys: SHA-256(salt || secret), in
- * hex (65 bytes with the NUL). An anonymous request uses "" (no secret). */
+ * hex (65 bytes with the NUL). An anonymous request uses "" (no secret):
+ * a NULL or empty secret, or a NULL cache, gives "". */
 void fleet_cache_credential(struct fleet_cache *c, const char *secret, size_t len, char out[65]);
 
 /* Finds the entry for (GET, url, credential). Returns true and fills e
- * (free with fleet_cache_entry_free) on a hit. */
+ * (free with fleet_cache_entry_free) on a hit; on a miss e is zeroed. An
+ * entry whose checksum does not match is never returned (the file is
+ * treated as damaged). A lookup does not count as use: see touch. */
 bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *credential,
                         struct fleet_cache_entry *e);
 
-/* Which credentials have an entry for url: fills up to max hashes, returns
- * the count (so the pool can prefer a token whose validators will match). */
+/* Which credentials have an entry for url: fills up to max hashes, most
+ * recently used first, and returns the count (so the pool can prefer a
+ * token whose validators will match). */
 int fleet_cache_credentials_for(struct fleet_cache *c, const char *url, char (*out)[65], int max);
 
 /* Stores (replacing) the entry for a 200 response that carries an ETag or
- * a Last-Modified; evicts least recently used entries beyond max_size. */
+ * a Last-Modified (without either it does nothing); evicts least recently
+ * used entries beyond max_size, down to 90 % of it. An entry larger than
+ * max_size alone is not stored (and the one it would replace is removed).
+ * The caller's buffers are not kept. */
 void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
                        const char *last_modified, const char *headers, size_t headers_len, const char *body,
                        size_t body_len);
@@ -62,7 +72,10 @@ void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *crede
 
 void fleet_cache_entry_free(struct fleet_cache_entry *e);
 
-/* For `gitfleet cache stats|clear`. Both work on a closed-by-others file. */
+/* For `gitfleet cache stats|clear`. Both work on a closed-by-others file.
+ * Both return 0, or -1 (see fleet_cache_error); s->path points into c.
+ * clear removes every entry, then VACUUMs and truncates the WAL (another
+ * process reading at that moment may keep the file from shrinking). */
 int fleet_cache_stats(struct fleet_cache *c, struct fleet_cache_stats *s);
 int fleet_cache_clear(struct fleet_cache *c);
 

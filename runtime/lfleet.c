@@ -16,5 +16,6 @@ int luaopen_fleet_core(lua_State *L)
     fleet_hostinfo_register(L);
     fleet_events_register(L);
     fleet_output_register(L);
+    fleet_cache_register(L);
     return 1;
 }

@@ -13,6 +13,7 @@ void fleet_request_register(lua_State *L); /* lrequest.c: request, parse_link */
 void fleet_tokens_register(lua_State *L); /* ltokens.c: rate limits, accounts */
 void fleet_hostinfo_register(lua_State *L); /* lhostinfo.c: config, providers, stats, log */
 void fleet_output_register(lua_State *L); /* loutput.c: writers */
+void fleet_cache_register(lua_State *L);  /* lcache.c: cache stats and clear */
 
 /* Pushes a structured error {kind=, message=, ...} with its metatable. */
 void fleet_push_error(lua_State *L, const char *kind, const char *message);
