@@ -453,7 +453,9 @@ double fleet_http_dispatch(struct fleet_host *host, double now)
                 char clock[16];
                 format_clock(wake_at, clock, sizeof clock);
                 const struct fleet_token *first = fleet_pool_first_free(host->pool, r->provider);
-                fleet_log(host->verbosity > 0 ? FLEET_LOG_INFO : FLEET_LOG_DEBUG,
+                /* A long wait is announced even without -v: silence for
+                 * minutes would look like a hang. */
+                fleet_log(host->verbosity > 0 || wake_at - now > 10 ? FLEET_LOG_INFO : FLEET_LOG_DEBUG,
                           "waiting %.1fs: every token of %s is spent or paused; %s:%s frees up first, at %s",
                           wake_at - now, r->provider->name, r->provider->name, first ? first->label : "?", clock);
                 h->logged_wake = wake_at;

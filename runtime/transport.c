@@ -178,7 +178,7 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L * 1024);
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)(conf->timeout * 1000));
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(conf->connect_timeout * 1000));
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, conf->insecure ? 0L : 1L);

@@ -119,7 +119,7 @@ describe("engine", function()
     assert.are.equal(0, emu:stats().primary_limited)
   end)
 
-  it("disables exactly the token a provider refuses (401) and carries on with the rest", function()
+  it("disables exactly the token a provider refuses (401) and carries on with the rest #valgrind", function()
     local toks = tokens(2)
     local emu = emulator.start({ scenario = {
       owners = { { name = "acme", kind = "org", repos = 450 }, { name = "bob", kind = "user", repos = 120 } },
@@ -221,7 +221,7 @@ describe("engine", function()
     assert.are.equal("true\t1.0\t1.0\n", r.stdout)
   end)
 
-  it("gives a final 4xx to the caller without retrying", function()
+  it("gives a final 4xx to the caller without retrying #valgrind", function()
     local toks = tokens(1)
     local emu = emulator.start({ scenario = { tokens = toks } })
     local r = gf.run_script([[
@@ -271,7 +271,7 @@ describe("engine", function()
     assert.is_true(emu:stats().max_in_flight >= 4)
   end)
 
-  it("reports counters in fleet.stats()", function()
+  it("reports counters in fleet.stats() #valgrind", function()
     local toks = tokens(1)
     local emu = emulator.start({ scenario = {
       owners = { { name = "acme", kind = "org", repos = 250 } }, tokens = toks } })
@@ -285,7 +285,7 @@ describe("engine", function()
   end)
 end)
 
-describe("scheduler", function()
+describe("scheduler #valgrind", function()
   after_each(gf.cleanup)
 
   it("runs spawned functions concurrently and returns results in input order from fleet.map", function()

@@ -32,7 +32,7 @@ describe("untrusted input", function()
     gf.cleanup()
   end)
 
-  it("refuses an oversized response with too_large, quickly", function()
+  it("refuses an oversized response with too_large, quickly #valgrind", function()
     local _, cfg = setup({ http = { max_response_size = "1MiB" } })
     local r = gf.run_script(BOTH, cfg, { args = { "x-oversize" } })
     assert.are.equal(0, r.code, r.stderr)
@@ -50,7 +50,7 @@ describe("untrusted input", function()
     for line in text:gmatch("[^\n]+") do cjson.decode(line) end
   end)
 
-  it("reports deeply nested JSON as a decode error", function()
+  it("reports deeply nested JSON as a decode error #valgrind", function()
     local _, cfg = setup()
     local r = gf.run_script(BOTH, cfg, { args = { "x-nested" } })
     assert.are.equal(0, r.code, r.stderr)
@@ -82,7 +82,7 @@ end)
 describe("runaway Lua", function()
   after_each(gf.cleanup)
 
-  it("stops a script at lua.memory_limit with a clear message", function()
+  it("stops a script at lua.memory_limit with a clear message #valgrind", function()
     local cfg = gf.config({ lua = { memory_limit = "32MiB" } })
     local r = gf.run_script([[
       local t = {}

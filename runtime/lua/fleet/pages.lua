@@ -71,8 +71,10 @@ function Pages.open(api, url, opts)
     opts = opts,
     items_field = opts.items or api.pagination.items,
     page_param = api.pagination.page_param or "page",
-    window = opts.window or api.pagination.window or 8,
+    window = opts.window or api.pagination.window or 4,
     pending = {},       -- page number -> task handle fetching it
+    ready = {},         -- page number -> decoded page, until read
+    failed = {},        -- page number -> error
     next_page = 2,      -- the page the reader gets after the first
     first = first,
     style = style,
@@ -113,13 +115,21 @@ function Pages:plan(resp, data)
   end
 end
 
+-- Fetches page n in a task of its own. The task decodes the page and
+-- leaves it in self.ready (or the error in self.failed) rather than
+-- returning it, so nothing keeps the page alive once the reader has it.
 function Pages:fetch_async(n)
   local url = with_param(self.template, self.page_param, tostring(n))
-  local api, opts = self.api, self.opts
+  local api, opts, ready, failed = self.api, self.opts, self.ready, self.failed
   self.pending[n] = core.spawn(function()
     local resp, err = api:request("GET", url, opts)
-    if not resp then return nil, err end
-    return resp
+    if not resp then
+      failed[n] = err
+      return
+    end
+    local data, derr = decode(api, resp)
+    resp = nil -- the body can go before the page is read
+    if data then ready[n] = data else failed[n] = derr end
   end)
 end
 
@@ -131,29 +141,33 @@ function Pages:next()
     self.page = 1
     return items
   end
-  local resp, err
+  local data, err
   if self.last then
     local n = self.next_page
     if n > self.last then return nil end
     for k = n, math.min(self.last, n + self.window - 1) do
-      if not self.pending[k] then self:fetch_async(k) end
+      if not self.pending[k] and not self.ready[k] then self:fetch_async(k) end
     end
     local task = self.pending[n]
     self.pending[n] = nil
     self.next_page = n + 1
-    resp, err = task:wait()
+    task:wait()
+    data, err = self.ready[n], self.failed[n]
+    self.ready[n], self.failed[n] = nil, nil
   elseif self.next_url then
+    local resp
     resp, err = self.api:request("GET", self.next_url, self.opts)
+    if resp then
+      data, err = decode(self.api, resp)
+      if data then self:plan(resp, data) end
+    end
   else
     return nil
   end
-  if not resp then
+  if not data then
     self.last, self.next_url = nil, nil -- nothing more after a failure
     return nil, err
   end
-  local data, derr = decode(self.api, resp)
-  if not data then return nil, derr end
-  if not self.last then self:plan(resp, data) end
   self.page = (self.page or 1) + 1
   return items_of(data, self.items_field)
 end
