@@ -38,12 +38,6 @@ local P = {
   headers = { ["Accept"] = "application/json" },
 }
 
--- Requests are marked `free` (costing no budget the host counts): the host
--- never learns a remaining count for Bitbucket, and its pool lets only one
--- request at a time through for such a budget, which would fetch pages one
--- by one. Bitbucket's own limit still applies: a 429 pauses the token.
-local FREE = true
-
 local null = json.null
 local function v(x) if x == null then return nil end return x end
 
@@ -91,7 +85,7 @@ function P.repositories(api, owner, opts)
   t = t or TYPES.all
   local query = { pagelen = 100 }
   for k, x in pairs(t.query or {}) do query[k] = x end
-  local pages, err = api:pages("/repositories/" .. esc(owner), { query = query, free = FREE })
+  local pages, err = api:pages("/repositories/" .. esc(owner), { query = query })
   if not pages then return nil, err end
   if t.keep then return filtered(pages, t.keep) end
   return pages
@@ -159,7 +153,7 @@ end
 
 -- repo is the repository slug (or its {UUID}).
 function P.repository_details(api, owner, repo)
-  return api:get("/repositories/" .. esc(owner) .. "/" .. esc(repo), { free = FREE })
+  return api:get("/repositories/" .. esc(owner) .. "/" .. esc(repo))
 end
 
 -- Bitbucket Cloud has no contributors endpoint: no `contributors` here,
@@ -167,7 +161,7 @@ end
 
 function P.branches(api, owner, repo)
   local items, err = api:collect("/repositories/" .. esc(owner) .. "/" .. esc(repo) .. "/refs/branches",
-    { query = { pagelen = 100 }, free = FREE })
+    { query = { pagelen = 100 } })
   if not items then return nil, err end
   local out = {}
   for i, b in ipairs(items) do
@@ -181,7 +175,7 @@ end
 
 -- The email address needs another scope (/user/emails): nil here.
 function P.user_info(api)
-  local u, err = api:get("/user", { free = FREE })
+  local u, err = api:get("/user")
   if not u then return nil, err end
   local t = v(u.type)
   return { login = v(u.username) or v(u.nickname), id = v(u.uuid), name = v(u.display_name), email = nil,
@@ -191,7 +185,7 @@ end
 -- App passwords of one user share that user's allowance; each access
 -- token is its own (bot) user, so it gets an account of its own.
 function P.account(api)
-  local u = api:get("/user", { free = FREE })
+  local u = api:get("/user")
   return u and (v(u.username) or v(u.uuid))
 end
 

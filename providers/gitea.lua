@@ -28,14 +28,6 @@ local P = {
 
 local PAGE = 50
 
--- Requests are marked `free` (costing no budget the host counts): Gitea
--- has none, and the host's pool lets only one request at a time through
--- for a budget it has never seen a remaining count for, which would fetch
--- pages one by one. A 429 still pauses the token. (Do not combine `free`
--- with budget headers: a free request refused with remaining 0 is sent
--- again at once.)
-local FREE = true
-
 local null = json.null
 local function v(x) if x == null then return nil end return x end
 
@@ -76,9 +68,9 @@ function P.repositories(api, owner, opts)
       :format(tostring(opts.type)), 0)
   end
   local query = { limit = PAGE }
-  local pages, err = api:pages("/orgs/" .. esc(owner) .. "/repos", { query = query, free = FREE })
+  local pages, err = api:pages("/orgs/" .. esc(owner) .. "/repos", { query = query })
   if not pages and err.status == 404 then
-    pages, err = api:pages("/users/" .. esc(owner) .. "/repos", { query = query, free = FREE })
+    pages, err = api:pages("/users/" .. esc(owner) .. "/repos", { query = query })
   end
   if not pages then return nil, err end
   if type(keep) == "function" then return filtered(pages, keep) end
@@ -126,7 +118,7 @@ function P.normalize_repository(r)
 end
 
 function P.repository_details(api, owner, repo)
-  return api:get("/repos/" .. esc(owner) .. "/" .. esc(repo), { free = FREE })
+  return api:get("/repos/" .. esc(owner) .. "/" .. esc(repo))
 end
 
 -- Gitea's API has no contributors endpoint (the web UI's contributor
@@ -134,7 +126,7 @@ end
 
 function P.branches(api, owner, repo)
   local items, err = api:collect("/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/branches",
-    { query = { limit = PAGE }, free = FREE })
+    { query = { limit = PAGE } })
   if not items then return nil, err end
   local out = {}
   for i, b in ipairs(items) do
@@ -145,7 +137,7 @@ function P.branches(api, owner, repo)
 end
 
 function P.user_info(api)
-  local u, err = api:get("/user", { free = FREE })
+  local u, err = api:get("/user")
   if not u then return nil, err end
   local name = v(u.full_name)
   if name == "" then name = nil end
@@ -156,7 +148,7 @@ function P.user_info(api)
 end
 
 function P.account(api)
-  local u = api:get("/user", { free = FREE })
+  local u = api:get("/user")
   return u and v(u.login)
 end
 

@@ -15,6 +15,8 @@ local P = {
     reset_kind = "epoch",
     resource = "x-ratelimit-resource",
     default_resource = "core",
+    -- all personal tokens of one user draw on that user's budget
+    per_account = true,
   },
   limits = {
     statuses = { 403, 429 },

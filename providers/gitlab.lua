@@ -26,6 +26,8 @@ local P = {
     reset = "RateLimit-Reset",
     reset_kind = "epoch",
     default_resource = "api",
+    -- GitLab's limits are per user: a user's tokens share them
+    per_account = true,
   },
   limits = {
     statuses = { 429 },

@@ -66,7 +66,7 @@ static int emit_protected(lua_State *L)
     }
     if (e->until > 0) {
         lua_pushnumber(L, e->until);
-        lua_setfield(L, -2, "until");
+        lua_setfield(L, -2, "resume_at");
     }
     if (e->delay >= 0) {
         lua_pushnumber(L, e->delay);

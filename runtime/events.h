@@ -10,8 +10,9 @@ struct fleet_host;
 struct fleet_provider;
 struct fleet_token;
 
-/* Emits event `name` if any handler wants it. `until` (epoch) and `delay`
- * (seconds) are omitted when < 0 or 0 respectively; status when 0. */
+/* Emits event `name` if any handler wants it, with the fields a handler
+ * sees: resume_at (`until`, epoch; omitted when 0), delay (seconds;
+ * omitted when < 0), status (omitted when 0), attempt, url. */
 void fleet_emit(struct fleet_host *host, const char *name, const struct fleet_provider *p,
                 const struct fleet_token *t, double until, double delay, long status, int attempt,
                 const char *url);

@@ -34,6 +34,7 @@ struct fleet_provider {
     /* Response headers that carry the budget (lower case); NULL if absent. */
     char *h_limit, *h_remaining, *h_used, *h_reset, *h_resource;
     bool reset_is_delta; /* reset header counts seconds, not an epoch */
+    bool budget_per_account; /* tokens of one account share a budget (GitHub) */
     char *default_resource;
 
     /* Statuses and body fragments that mark a secondary (abuse) limit. */

@@ -606,7 +606,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     if ((v = fleet_header_find(hb, hl, "retry-after", &n)))
         fleet_parse_retry_after(v, n, now, &retry_after);
     if (status > 0 && !r->no_credentials)
-        fleet_pool_observe(host->pool, tok, r->resource, &obs, now);
+        fleet_pool_observe(host->pool, tok, r->resource, &obs, status >= 200 && status < 300, now);
 
     struct fleet_verdict verdict = fleet_classify(p, cres, r->transfer.too_large, status, &obs, retry_after,
                                                   r->transfer.body.data, r->transfer.body.len);
@@ -662,6 +662,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
                   "%s:%s budget spent (HTTP %ld); not used again before %s", p->name, label, status, clock);
         fleet_emit(host, "rate_limited", p, tok, obs.has_reset ? obs.reset : 0, -1, status, r->attempts, r->url);
         r->attempts--; /* the refusal is the pool's to absorb, not a fault */
+        r->free_budget = false; /* refused for budget: it waits for one now */
         requeue(host, r, 0);
         break;
     case CLASS_SECONDARY_LIMIT: {

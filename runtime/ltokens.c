@@ -169,7 +169,7 @@ static int l_observe_budget(lua_State *L)
     if (lua_getfield(L, 3, "reset") == LUA_TNUMBER)
         obs.has_reset = true, obs.reset = lua_tonumber(L, -1);
     lua_pop(L, 4);
-    fleet_pool_observe(host->pool, t, resource, &obs, fleet_now());
+    fleet_pool_observe(host->pool, t, resource, &obs, false, fleet_now());
     return 0;
 }
 

@@ -38,7 +38,40 @@ static int readonly_newindex(lua_State *L)
     return luaL_error(L, "the shared environment of plugins is read-only (field '%s')", lua_tostring(L, 2));
 }
 
-/* Pushes the read-only base table, built once and kept in the registry. */
+/* Makes the table on top of the stack read-only: it is replaced by an
+ * empty proxy whose reads fall through to it. */
+static void make_readonly(lua_State *L)
+{
+    lua_newtable(L);                   /* [lib, proxy] */
+    lua_newtable(L);                   /* [lib, proxy, mt] */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);                 /* [proxy] */
+}
+
+/* require, for plugins: the built-in fleet.* modules and cjson only, so a
+ * plugin reaches neither io nor the whole of os through it. */
+static int plugin_require(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (strcmp(name, "cjson") != 0 && strncmp(name, "fleet.", 6) != 0)
+        return luaL_error(L, "plugins may require only cjson and the fleet.* modules, not '%s'", name);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+/* Pushes the read-only base table, built once and kept in the registry.
+ * Plugins are code the operator installs, so this is no security
+ * boundary; it keeps a plugin from changing what other plugins and
+ * scripts see. */
 static void push_plugin_base(lua_State *L)
 {
     if (lua_getfield(L, LUA_REGISTRYINDEX, "fleet.plugin_base") == LUA_TTABLE)
@@ -46,12 +79,17 @@ static void push_plugin_base(lua_State *L)
     lua_pop(L, 1);
     static const char *const globals[] = {
         "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring", "type",
-        "xpcall", "setmetatable", "getmetatable", "rawequal", "rawget", "rawlen", "rawset", "require",
-        "string", "table", "math", "utf8", "_VERSION", NULL,
+        "xpcall", "setmetatable", "getmetatable", "rawequal", "rawget", "rawlen", "rawset", "_VERSION", NULL,
     };
+    static const char *const libraries[] = {"string", "table", "math", "utf8", NULL};
     lua_newtable(L);                   /* [base] */
     for (const char *const *g = globals; *g; g++) {
         lua_getglobal(L, *g);
+        lua_setfield(L, -2, *g);
+    }
+    for (const char *const *g = libraries; *g; g++) {
+        lua_getglobal(L, *g);
+        make_readonly(L);
         lua_setfield(L, -2, *g);
     }
     /* os: only the clock and dates. */
@@ -63,17 +101,17 @@ static void push_plugin_base(lua_State *L)
         lua_setfield(L, -3, *f);
     }
     lua_pop(L, 1);
+    make_readonly(L);
     lua_setfield(L, -2, "os");
     lua_getglobal(L, "require");
+    lua_pushvalue(L, -1);
     lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
-    lua_setfield(L, -2, "json");
-    lua_newtable(L);                   /* [base, mt] */
-    lua_pushcfunction(L, readonly_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    lua_call(L, 1, 1);                 /* [base, require, cjson] */
+    make_readonly(L);
+    lua_setfield(L, -3, "json");
+    lua_pushcclosure(L, plugin_require, 1);
+    lua_setfield(L, -2, "require");
+    make_readonly(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "fleet.plugin_base");
 }
@@ -107,6 +145,7 @@ static const struct field contract[] = {
     {"budget.reset_kind", LUA_TSTRING, 0},
     {"budget.resource", LUA_TSTRING, 0},
     {"budget.default_resource", LUA_TSTRING, 0},
+    {"budget.per_account", LUA_TBOOLEAN, 0},
     {"limits", LUA_TTABLE, 0},
     {"limits.statuses", LUA_TTABLE, 0},
     {"limits.secondary_patterns", LUA_TTABLE, 0},
@@ -377,6 +416,10 @@ static int make_instance(struct fleet_host *host, struct fleet_provider *pv, con
     char *kind = field_string(L, pl->table_ref, "budget.reset_kind");
     pv->reset_is_delta = kind && strcmp(kind, "delta") == 0;
     free(kind);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pl->table_ref);
+    get_path(L, -1, "budget.per_account");
+    pv->budget_per_account = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     pv->ntokens = ntokens;
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, pl->table_ref);

@@ -145,6 +145,7 @@ void fleet_pool_free(struct fleet_pool *pool)
         free(t->account);
         for (int j = 0; j < t->nbudgets; j++)
             free(t->budgets[j].resource);
+        free(t->budgets);
     }
     for (struct fleet_budget *b = pool->budgets, *next; b; b = next) {
         next = b->next;
@@ -176,15 +177,16 @@ struct fleet_token *fleet_pool_find(struct fleet_pool *pool, struct fleet_provid
 
 static bool same(const char *a, const char *b) { return a == b || (a && b && strcmp(a, b) == 0); }
 
-/* The shared budget for (origin, account, resource), or a private one for a
- * token whose account is unknown. */
+/* The shared budget for (origin, account, resource) where the provider
+ * counts per account, else the token's own. */
 static struct fleet_budget *budget_for(struct fleet_pool *pool, struct fleet_token *t, const char *resource)
 {
     const char *origin = t->provider->origin;
+    const char *account = t->provider->budget_per_account ? t->account : NULL;
     for (struct fleet_budget *b = pool->budgets; b; b = b->next) {
         if (!same(b->origin, origin) || !same(b->resource, resource))
             continue;
-        if (t->account ? same(b->account, t->account) : (!b->account && same(b->owner_label, t->label)))
+        if (account ? same(b->account, account) : (!b->account && same(b->owner_label, t->label)))
             return b;
     }
     struct fleet_budget *b = calloc(1, sizeof *b);
@@ -193,8 +195,8 @@ static struct fleet_budget *budget_for(struct fleet_pool *pool, struct fleet_tok
         exit(70);
     }
     b->origin = xstrdup(origin);
-    b->account = xstrdup(t->account);
-    b->owner_label = t->account ? NULL : xstrdup(t->label);
+    b->account = xstrdup(account);
+    b->owner_label = account ? NULL : xstrdup(t->label);
     b->resource = xstrdup(resource);
     b->limit = b->remaining = b->used = -1;
     b->next = pool->budgets;
@@ -207,10 +209,12 @@ struct fleet_budget *fleet_pool_budget(struct fleet_pool *pool, struct fleet_tok
     for (int i = 0; i < t->nbudgets; i++)
         if (strcmp(t->budgets[i].resource, resource) == 0)
             return t->budgets[i].budget;
-    if (t->nbudgets == (int)(sizeof t->budgets / sizeof t->budgets[0])) {
-        /* More resources than a provider has: share the last slot. */
-        return t->budgets[t->nbudgets - 1].budget;
+    struct fleet_token_budget *grown = realloc(t->budgets, (size_t)(t->nbudgets + 1) * sizeof *grown);
+    if (!grown) {
+        fleet_log(FLEET_LOG_ERROR, "out of memory");
+        exit(70);
     }
+    t->budgets = grown;
     struct fleet_budget *b = budget_for(pool, t, resource);
     b->refs++;
     t->budgets[t->nbudgets].resource = xstrdup(resource);
@@ -230,10 +234,13 @@ static void roll_window(struct fleet_pool *pool, struct fleet_budget *b, double 
     }
 }
 
-/* Units that may still be reserved; a budget not yet seen allows one probe
- * at a time, so the first response teaches the real figure before more go. */
-static long available(struct fleet_budget *b)
+/* Units that may still be reserved. A budget not yet seen allows one probe
+ * at a time, so the first response teaches the real figure before more go;
+ * one the provider does not report is limited by concurrency alone. */
+static long available(const struct fleet_provider *p, struct fleet_budget *b)
 {
+    if (!p->h_remaining || b->untracked)
+        return LONG_MAX;
     if (b->remaining < 0)
         return b->reserved == 0 ? 1 : 0;
     return b->remaining - b->reserved;
@@ -302,7 +309,7 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
         if (!free_request) {
             struct fleet_budget *b = fleet_pool_budget(pool, t, resource);
             roll_window(pool, b, now);
-            avail = available(b);
+            avail = available(p, b);
             if (avail <= 0) {
                 if (b->remaining == 0)
                     wake = fmin(wake, b->reset > 0 ? b->reset + margin : now + 1);
@@ -342,15 +349,19 @@ void fleet_pool_release(struct fleet_pool *pool, struct fleet_token *t, const ch
 }
 
 void fleet_pool_observe(struct fleet_pool *pool, struct fleet_token *t, const char *resource,
-                        const struct fleet_budget_obs *obs, double now)
+                        const struct fleet_budget_obs *obs, bool success, double now)
 {
-    if (!obs->has_remaining && !obs->has_limit)
-        return;
     struct fleet_budget *b = fleet_pool_budget(pool, t, obs->resource[0] ? obs->resource : resource);
     if (obs->has_limit)
         b->limit = obs->limit;
-    if (!obs->has_remaining)
+    if (!obs->has_remaining) {
+        /* Bitbucket sends a remaining count only for some credentials,
+         * Gitea none: such a budget is not counted down. */
+        if (success)
+            b->untracked = true;
         return;
+    }
+    b->untracked = false;
     if (obs->has_reset) {
         if (obs->reset + pool->host->cfg.retry.reset_margin <= now)
             return; /* describes a window that is already over */
@@ -439,6 +450,8 @@ void fleet_pool_set_account(struct fleet_pool *pool, struct fleet_token *t, cons
     free(t->account);
     t->account = xstrdup(account);
     t->account_lookup = true;
+    if (!t->provider->budget_per_account)
+        return; /* each token has its own allowance (Bitbucket) */
     /* Move each of the token's budgets onto the account's shared one. */
     for (int i = 0; i < t->nbudgets; i++) {
         struct fleet_budget *old = t->budgets[i].budget;

@@ -1,9 +1,10 @@
 /* The token pool: tokens, the budgets they draw on, and the choice of a
  * token for each request.
  *
- * A budget belongs to (provider origin, account, resource): tokens of one
- * account share one budget, as GitHub counts all of a user's tokens
- * together. Until a token's account is known its budget is its own. Each
+ * A budget belongs to (provider origin, account, resource) where the
+ * provider counts per account — GitHub counts all of a user's tokens
+ * together — and to the token alone otherwise. Until a token's account is
+ * known its budget is its own. Each
  * request in flight reserves one unit, so concurrent requests cannot
  * overdraw what the last response reported.
  *
@@ -31,6 +32,7 @@ struct fleet_budget {
     double reset;   /* epoch seconds; 0 unknown */
     int reserved;   /* requests in flight charged to it */
     int refs;       /* tokens pointing at it */
+    bool untracked; /* successful responses carry no remaining count */
 };
 
 struct fleet_token {
@@ -52,10 +54,10 @@ struct fleet_token {
     int cap;   /* ceiling: per_token_concurrency, lowered by secondary limits */
     int acked; /* successes since cwnd last grew */
     char cache_id[65]; /* the credential's identity in the cache; "" until computed */
-    struct {
+    struct fleet_token_budget {
         char *resource;
         struct fleet_budget *budget;
-    } budgets[8];
+    } *budgets; /* one per resource the token has drawn on */
     int nbudgets;
 };
 
@@ -90,9 +92,10 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
 /* Ends a reservation made by fleet_pool_reserve. */
 void fleet_pool_release(struct fleet_pool *pool, struct fleet_token *t, const char *resource, bool free_request);
 
-/* Settles a budget from what a response reported. */
+/* Settles a budget from what a response reported. `success`: a 2xx, whose
+ * lack of a remaining count means the provider does not report one. */
 void fleet_pool_observe(struct fleet_pool *pool, struct fleet_token *t, const char *resource,
-                        const struct fleet_budget_obs *obs, double now);
+                        const struct fleet_budget_obs *obs, bool success, double now);
 
 /* The server refused for a spent budget (primary limit): nothing more goes
  * out on this budget before `reset` (epoch; 0 if unknown). */

@@ -27,15 +27,14 @@ function fleet.error(kind, message, fields)
 end
 
 -- fleet.log(msg) logs at info; fleet.log.warn(msg), .error, .info, .debug.
-fleet.log = setmetatable({}, {
-  __call = function(_, ...) core.log("info", table.concat({ ... }, " ")) end,
-})
+local function log_at(level, ...)
+  local parts = { ... }
+  for i = 1, select("#", ...) do parts[i] = tostring(parts[i]) end
+  core.log(level, table.concat(parts, " "))
+end
+fleet.log = setmetatable({}, { __call = function(_, ...) log_at("info", ...) end })
 for _, level in ipairs({ "error", "warn", "info", "debug" }) do
-  fleet.log[level] = function(...)
-    local parts = { ... }
-    for i = 1, select("#", ...) do parts[i] = tostring(parts[i]) end
-    core.log(level, table.concat(parts, " "))
-  end
+  fleet.log[level] = function(...) log_at(level, ...) end
 end
 
 -- os.exit(code) ends the run cleanly (output flushed, cache closed): it
@@ -76,11 +75,11 @@ function fleet.providers()
   return out
 end
 
--- Tokens of one account share a budget: learn each token's account once,
--- in the background, where the provider can tell and it matters (two or
--- more tokens, no account configured).
+-- Where tokens of one account share a budget (budget.per_account), learn
+-- each token's account once, in the background, where the provider can
+-- tell and it matters (two or more tokens, no account configured).
 local function learn_accounts(api)
-  if not api.plugin.account then return end
+  if not api.plugin.account or not (api.plugin.budget and api.plugin.budget.per_account) then return end
   local tokens = core.tokens(api.name)
   if #tokens < 2 then return end
   for _, t in ipairs(tokens) do
@@ -347,6 +346,7 @@ function fleet.validate_credentials(provider)
     end
     return row
   end)
+  out.n = nil -- a plain list (it encodes as a JSON array)
   return out
 end
 

@@ -93,7 +93,7 @@ function Pages:plan(resp, data)
     local links = core.parse_link(resp.headers.link)
     local last_page = links.last and tonumber(param(links.last, self.page_param))
     if not last_page and pg.total_pages_header then
-      last_page = tonumber(resp.headers[pg.total_pages_header])
+      last_page = tonumber(resp.headers[pg.total_pages_header:lower()])
     end
     if last_page and last_page >= 1 then
       self.last = last_page

@@ -18,14 +18,14 @@ function Progress.start(total)
     started = core.now(), waiting = nil }, Progress)
   if not self.enabled then return self end
   core.on("rate_limited", function(e)
-    if e["until"] and e.token then
-      self.waiting = { text = ("waiting for reset of %s:%s at %s"):format(e.provider, e.token, cli.clock(e["until"])),
-        ["until"] = e["until"] }
+    if e.resume_at and e.token then
+      self.waiting = { text = ("waiting for reset of %s:%s at %s"):format(e.provider, e.token, cli.clock(e.resume_at)),
+        resume_at = e.resume_at }
     end
   end)
   core.on("secondary_limit", function(e)
     self.waiting = { text = ("%s:%s paused (secondary limit) until %s"):format(e.provider, e.token,
-      cli.clock(e["until"])), ["until"] = e["until"] }
+      cli.clock(e.resume_at)), resume_at = e.resume_at }
   end)
   self.ticker = core.spawn(function()
     local last_requests, last_time = 0, core.now()
@@ -36,7 +36,7 @@ function Progress.start(total)
       last_requests, last_time = requests, now
       local parts = { ("owners %d/%d"):format(self.done, self.total), ("%s repositories"):format(thousands(self.repos)),
         ("%.0f req/s"):format(rate) }
-      if self.waiting and self.waiting["until"] > now then parts[#parts + 1] = self.waiting.text end
+      if self.waiting and self.waiting.resume_at > now then parts[#parts + 1] = self.waiting.text end
       core.progress(table.concat(parts, " · "))
       core.sleep(0.25)
     end
