@@ -132,7 +132,7 @@ local function fetch_one(job)
   end
   if err then
     failed = failed + 1
-    bar:log(("gitfleet fetch: %s: %s"):format(job.label, tostring(err)))
+    bar:log(("gitfleet fetch: %s: %s"):format(job.label, cli.describe(err)))
   end
   bar:owner_done()
 end

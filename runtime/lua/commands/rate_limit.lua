@@ -21,7 +21,19 @@ if #rest > 0 then fail("unexpected argument '" .. rest[1] .. "'") end
 local format = opts.format or "table"
 if format ~= "table" and format ~= "json" then fail("--format must be table or json") end
 
-local rows = fleet.rate_limit(opts.provider)
+-- Without --provider: the configured providers (or all, when none is).
+local rows = {}
+if opts.provider then
+  rows = fleet.rate_limit(opts.provider)
+else
+  local any_configured = false
+  for _, p in ipairs(fleet.providers()) do any_configured = any_configured or p.configured end
+  for _, p in ipairs(fleet.providers()) do
+    if p.configured or not any_configured then
+      for _, r in ipairs(fleet.rate_limit(p.name)) do rows[#rows + 1] = r end
+    end
+  end
+end
 local shown = {}
 for _, r in ipairs(rows) do
   if opts.all_resources or not r.resource or r.resource == "core" or r.provider ~= "github" then

@@ -98,4 +98,24 @@ function cli.until_text(epoch, now)
   return ("in %dh%02dm"):format(d // 3600, d % 3600 // 60)
 end
 
+-- One line saying what went wrong, for a person: the kind first, then
+-- the details the error carries.
+function cli.describe(err)
+  if type(err) ~= "table" then return tostring(err) end
+  local what = ({
+    not_found = "not found",
+    auth = "refused (credentials)",
+    rate_limited = "rate limited",
+    timeout = "timed out",
+    network = "network failure",
+    server = "server error",
+    decode = "unreadable response",
+    too_large = "response too large",
+    interrupted = "interrupted",
+  })[err.kind]
+  local provider = err.provider and (" on " .. err.provider) or ""
+  if what then return ("%s%s: %s"):format(what, provider, tostring(err.message or err)) end
+  return tostring(err.message or err)
+end
+
 return cli

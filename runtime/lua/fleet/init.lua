@@ -124,8 +124,9 @@ end
 
 local function normalizer(api, opts)
   local normalize, name, raw = api.plugin.normalize_repository, api.name, opts and opts.raw
+  local integers = records.integers
   return function(item)
-    local rec = normalize(item, api)
+    local rec = integers(normalize(item, api))
     rec.provider = name
     if raw then rec.raw = item end
     return rec
@@ -222,7 +223,7 @@ function fleet.fetch_repository_details(owner, repo, opts)
   if not api.plugin.repository_details then return unsupported(api, "repository details") end
   local raw, err = api.plugin.repository_details(api, owner, repo, opts or {})
   if not raw then return nil, err end
-  local rec = api.plugin.normalize_repository(raw, api, true)
+  local rec = records.integers(api.plugin.normalize_repository(raw, api, true))
   rec.provider = api.name
   if opts and opts.raw then rec.raw = raw end
   return rec
@@ -235,7 +236,10 @@ local function list_call(field, what)
     if not fn then return unsupported(api, what) end
     local list, err = fn(api, owner, repo, opts or {})
     if not list then return nil, err end
-    for _, rec in ipairs(list) do rec.provider = api.name end
+    for _, rec in ipairs(list) do
+      records.integers(rec)
+      rec.provider = api.name
+    end
     return list
   end
 end
@@ -254,6 +258,7 @@ function fleet.fetch_user_info(provider, opts)
   if not api.plugin.user_info then return unsupported(api, "user info") end
   local user, err = api.plugin.user_info(api)
   if not user then return nil, err end
+  records.integers(user)
   user.provider = api.name
   return user
 end
