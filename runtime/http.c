@@ -417,8 +417,9 @@ double fleet_http_dispatch(struct fleet_host *host, double now)
             continue;
         enum fleet_pool_block why;
         double wake_at = INFINITY;
-        struct fleet_token *tok = fleet_pool_reserve(host->pool, r->provider, r->resource, r->pinned,
-                                                     cache_affinity(host, r), r->free_budget, now, &why, &wake_at);
+        struct fleet_token *preferred = cache_affinity(host, r);
+        struct fleet_token *tok = fleet_pool_reserve(host->pool, r->provider, r->resource, r->pinned, preferred,
+                                                     r->free_budget, now, &why, &wake_at);
         if (tok) {
             if (!start(host, r, tok)) {
                 fleet_pool_release(host->pool, tok, r->resource, r->free_budget);
@@ -463,7 +464,9 @@ double fleet_http_dispatch(struct fleet_host *host, double now)
             }
             r->wait_logged = true;
         }
-        if (!r->pinned && nblocked < (int)(sizeof blocked / sizeof blocked[0]))
+        /* A request waiting for its preferred token says nothing about
+         * the others. */
+        if (!r->pinned && !preferred && nblocked < (int)(sizeof blocked / sizeof blocked[0]))
             blocked[nblocked++] = (struct blocked){r->provider, r->resource, r->free_budget};
     }
     return wake;

@@ -555,15 +555,15 @@ static bool csv_record(struct enc *e, int rec)
 
 enum outcome { WRITTEN, NOT_ENCODED, IO_FAILED };
 
-/* Encodes the record at rec and commits it. */
-static enum outcome write_record(struct enc *e, int rec)
+/* Encodes the record at rec onto b; `separator`: a JSON element follows
+ * another. False with e->err (and e->field) set if it cannot be encoded. */
+static bool encode_record(struct enc *e, int rec, struct fleet_buf *b, bool separator)
 {
     lua_State *L = e->L;
     struct writer *w = e->w;
     int top = lua_gettop(L);
     w->nents = 0; /* an error raised in the last record may have left some */
-    fleet_out_begin(&w->out);
-    e->b = &w->out.buf;
+    e->b = b;
     e->err = NULL;
     e->field = NULL;
     e->listed = -1;
@@ -571,7 +571,7 @@ static enum outcome write_record(struct enc *e, int rec)
     if (w->format == FORMAT_CSV) {
         ok = csv_record(e, rec);
     } else {
-        if (w->format == FORMAT_JSON && w->count > 0)
+        if (w->format == FORMAT_JSON && separator)
             fleet_buf_literal(e->b, ",\n");
         ok = json_record(e, rec);
         if (w->format == FORMAT_NDJSON)
@@ -586,6 +586,15 @@ static enum outcome write_record(struct enc *e, int rec)
     }
     lua_settop(L, top);
     w->nents = 0;
+    return ok;
+}
+
+/* Encodes the record at rec and commits it. */
+static enum outcome write_record(struct enc *e, int rec)
+{
+    struct writer *w = e->w;
+    fleet_out_begin(&w->out);
+    bool ok = encode_record(e, rec, &w->out.buf, w->count > 0);
     if (!ok) {
         fleet_out_abort(&w->out);
         return NOT_ENCODED;
@@ -711,6 +720,76 @@ static int l_write_many(lua_State *L)
         if (o == IO_FAILED)
             return push_io_failure(L, w);
     }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* w:encode_many(records) -> text, n | nil, err: the records as this
+ * writer would write them, without writing — so a caller can put chunks
+ * in an order of its own (gitfleet fetch writes owners in input order).
+ * JSON elements are joined by ",\n"; write_encoded adds the separator
+ * before a chunk. */
+static int l_encode_many(lua_State *L)
+{
+    struct writer *w = check_open_writer(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    struct frame f;
+    push_frame(L, w, &f);
+    struct enc e = {.L = L, .w = w, .f = &f};
+    struct fleet_buf b = {0};
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE) {
+            fleet_buf_free(&b);
+            return luaL_argerror(
+                L, 2, lua_pushfstring(L, "record %I is a %s, not a table", i, luaL_typename(L, -1)));
+        }
+        bool ok = encode_record(&e, lua_gettop(L), &b, i > 1);
+        lua_pop(L, 1);
+        if (!ok || b.failed) {
+            fleet_buf_free(&b);
+            if (!e.err)
+                e.err = "out of memory";
+            return push_encode_failure(L, &e, i);
+        }
+    }
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    fleet_buf_free(&b);
+    lua_pushinteger(L, n);
+    return 2;
+}
+
+/* w:write_encoded(text, n) -> true | nil, err: a chunk from encode_many
+ * holding n records. */
+static int l_write_encoded(lua_State *L)
+{
+    struct writer *w = check_open_writer(L);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, n >= 0, 3, "must not be negative");
+    if (w->out.err)
+        return push_io_failure(L, w);
+    if (n == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    fleet_out_begin(&w->out);
+    if (w->format == FORMAT_JSON && w->count > 0)
+        fleet_buf_literal(&w->out.buf, ",\n");
+    fleet_buf_add(&w->out.buf, text, len);
+    int err = fleet_out_commit(&w->out);
+    if (err == ENOMEM && !w->out.err) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "out of memory");
+        return 2;
+    }
+    if (err)
+        return push_io_failure(L, w);
+    w->count += n;
+    if (w->out.committed == 0)
+        w->landed = w->count;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -957,7 +1036,8 @@ static int l_writer(lua_State *L)
 void fleet_output_register(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"write", l_write}, {"write_many", l_write_many}, {"flush", l_flush},
+        {"write", l_write}, {"write_many", l_write_many}, {"encode_many", l_encode_many},
+        {"write_encoded", l_write_encoded}, {"flush", l_flush},
         {"close", l_close}, {"count", l_count},           {NULL, NULL},
     };
     static const luaL_Reg meta[] = {

@@ -9,6 +9,7 @@
 #include "sched.h"
 
 #define TASK_HANDLE "fleet.task"
+#define CONDITION "fleet.condition"
 
 struct task_handle {
     struct fleet_task *t;
@@ -130,6 +131,47 @@ static int l_handle_tostring(lua_State *L)
     return 1;
 }
 
+/* fleet.core.condition() -> cond: tasks wait on it with cond:wait() until
+ * another task calls cond:signal(), which wakes them all. The tasks
+ * waiting are kept in the userdata's user value. */
+static int l_condition(lua_State *L)
+{
+    lua_newuserdatauv(L, 1, 1);
+    luaL_setmetatable(L, CONDITION);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+static int condition_wait(lua_State *L)
+{
+    struct fleet_host *host = fleet_host_from(L);
+    luaL_checkudata(L, 1, CONDITION);
+    struct fleet_task *t = current_task(L, host, "waiting on a condition");
+    lua_getiuservalue(L, 1, 1);
+    lua_pushlightuserdata(L, t);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_settop(L, 0);
+    t->state = TASK_WAITING;
+    return lua_yieldk(L, 0, 0, sleep_k);
+}
+
+static int condition_signal(lua_State *L)
+{
+    struct fleet_host *host = fleet_host_from(L);
+    luaL_checkudata(L, 1, CONDITION);
+    lua_getiuservalue(L, 1, 1);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        fleet_sched_wake(host->sched, lua_touserdata(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_newtable(L);
+    lua_setiuservalue(L, 1, 1);
+    return 0;
+}
+
 /* fleet.in_task() -> boolean: whether waiting primitives may be called. */
 static int l_in_task(lua_State *L)
 {
@@ -152,8 +194,18 @@ void fleet_task_register(lua_State *L)
         {"__gc", l_handle_gc}, {"__tostring", l_handle_tostring}, {NULL, NULL},
     };
     static const luaL_Reg funcs[] = {
-        {"spawn", l_spawn}, {"sleep", l_sleep}, {"in_task", l_in_task}, {"now", l_now}, {NULL, NULL},
+        {"spawn", l_spawn}, {"sleep", l_sleep}, {"in_task", l_in_task}, {"now", l_now},
+        {"condition", l_condition}, {NULL, NULL},
     };
+    static const luaL_Reg condition_methods[] = {
+        {"wait", condition_wait}, {"signal", condition_signal}, {NULL, NULL},
+    };
+    luaL_newmetatable(L, CONDITION);
+    lua_newtable(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    luaL_setfuncs(L, condition_methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newmetatable(L, TASK_HANDLE);
     lua_pushvalue(L, lua_upvalueindex(1));
     luaL_setfuncs(L, meta, 1);

@@ -294,6 +294,25 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
     double wake = INFINITY;
     double margin = pool->host->cfg.retry.reset_margin;
 
+    /* The preferred token holds validators the server honours only for it:
+     * with it the answer is likely a free 304, with another a full 200.
+     * So the request waits for the preferred token when it is merely busy,
+     * and goes elsewhere only when it is paused, spent or disabled. */
+    if (preferred && !pinned && !preferred->disabled && preferred->paused_until <= now) {
+        struct fleet_budget *b = free_request ? NULL : fleet_pool_budget(pool, preferred, resource);
+        if (b)
+            roll_window(pool, b, now);
+        if (!b || b->remaining != 0) {
+            if (preferred->inflight >= preferred->cwnd || (b && available(p, b) <= 0)) {
+                *block = POOL_BUSY;
+                *wake_at = INFINITY;
+                return NULL;
+            }
+            best = preferred;
+            goto reserve;
+        }
+    }
+
     for (int i = 0; i < pool->ntokens; i++) {
         struct fleet_token *t = &pool->tokens[i];
         if (t->provider != p || (pinned && t != pinned) || t->disabled)
@@ -316,13 +335,8 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
                 continue;
             }
         }
-        /* The preferred token (whose cached validators the server honours,
-         * so the answer is likely a free 304) wins whenever it is usable;
-         * otherwise the most unreserved budget, then the least busy. */
-        if (best == preferred && preferred)
-            continue;
-        if (!best || t == preferred || avail > best_avail ||
-            (avail == best_avail && t->inflight < best->inflight)) {
+        /* The most unreserved budget wins, then the least busy. */
+        if (!best || avail > best_avail || (avail == best_avail && t->inflight < best->inflight)) {
             best = t;
             best_avail = avail;
         }
@@ -332,6 +346,7 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
         *wake_at = wake;
         return NULL;
     }
+reserve:
     best->inflight++;
     if (!free_request)
         fleet_pool_budget(pool, best, resource)->reserved++;

@@ -194,6 +194,9 @@ function Emulator:reset(restore_config)
   return control(self, "POST", "/_emulator/reset", { config = restore_config and true or false })
 end
 
+--- Give a repository one more star (its pages change ETag): { owner =, repo = (optional) }.
+function Emulator:star(tbl) return control(self, "POST", "/_emulator/star", tbl) end
+
 --- Merge into the live faults, secondary, limits, redirects (see README); returns the new config.
 function Emulator:configure(tbl) return control(self, "POST", "/_emulator/config", tbl) end
 

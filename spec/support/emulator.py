@@ -1443,6 +1443,11 @@ class BodyCache:
                 _, dropped = self.items.popitem(last=False)
                 self.bytes -= dropped.size
 
+    def clear(self):
+        with self.lock:
+            self.items.clear()
+            self.bytes = 0
+
     def gzipped(self, entry) -> bytes:
         """The entry's gzip copy, made on first use and counted in the cache's size."""
         gz = entry.gz
@@ -2111,6 +2116,20 @@ class Emulator:
                     if faults_changed:
                         self._seed_faults()
                 out = self.live
+            elif name == "star" and method == "POST":
+                # Changes one repository (a star more, updated now), so that
+                # every page and object that shows it changes its ETag.
+                opts = json.loads(body or b"{}")
+                _require(isinstance(opts, dict), "star body must be an object")
+                ns = self.world.owner(str(opts.get("owner", "")))
+                _require(ns is not None and ns.repos, "star: no such owner with repositories")
+                repo = self.world.repo_in(ns, str(opts["repo"])) if opts.get("repo") else ns.repos[0]
+                _require(repo is not None, "star: no such repository")
+                with self.lock:
+                    repo.stars += 1
+                    repo.updated = max(repo.updated, int(now))
+                    self.cache.clear()
+                out = {"owner": ns.name, "repo": repo.name, "stars": repo.stars}
             elif name == "reset" and method == "POST":
                 opts = json.loads(body or b"{}")
                 _require(isinstance(opts, dict), "reset body must be an object")

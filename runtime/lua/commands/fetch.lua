@@ -2,14 +2,18 @@
 -- arrive. Owners are fetched concurrently; one that fails is reported and
 -- the others' records are still written (exit status 1).
 local cli = require("fleet.cli")
+local core = require("fleet.core")
 local progress = require("fleet.progress")
 
 local usage = [[
 usage: gitfleet fetch [OPTIONS] OWNER...
 
 Fetches every repository of each OWNER (a user, organisation, group or
-workspace; PROVIDER:OWNER picks a provider per owner) and writes one record
-per repository to standard output or --output, page by page as they arrive.
+workspace; PROVIDER:OWNER picks a provider per owner), all owners at once,
+and writes one record per repository to standard output or --output. Records
+come out in owner order (owners as given, pages in order), so two runs over
+unchanged data write identical files; the first unfinished owner's pages are
+written as they arrive, the others' wait in a bounded buffer.
 
 Options:
   -p, --provider P       provider for owners without PROVIDER: (default: the
@@ -54,7 +58,7 @@ if opts.owners_file then
 end
 if #owners == 0 then fail("no OWNER given") end
 
-local to_terminal = not opts.output and require("fleet.core").isatty(1)
+local to_terminal = not opts.output and core.isatty(1)
 local format = opts.format or (to_terminal and "table" or "ndjson")
 local formats = { ndjson = true, json = true, csv = true, table = true }
 if not formats[format] then fail("--format must be ndjson, json, csv or table") end
@@ -81,7 +85,9 @@ for i, o in ipairs(owners) do
   end
 end
 
--- The writer: a table on a terminal is a few columns per line.
+-- The writer: a table on a terminal is a few columns per line. Both kinds
+-- encode pages to text first (encode_many) so that pages can be held back
+-- and written in order (see below).
 local writer, werr
 if format == "table" then
   local out = opts.output and assert(io.open(opts.output, "w")) or io.stdout
@@ -93,12 +99,17 @@ if format == "table" then
   out:write(cell("REPOSITORY", 40), " ", cell("LANGUAGE", 12), " ", cell("STARS", 7), " ", cell("PUSHED", 20), "\n")
   local n = 0
   writer = {
-    write_many = function(_, list)
-      for _, r in ipairs(list) do
-        out:write(cell(r.full_name, 40), " ", cell(r.language, 12), " ", cell(r.stargazers_count, 7), " ",
-          cell(r.pushed_at, 20), r.archived and " (archived)" or "", "\n")
+    encode_many = function(_, list)
+      local lines = {}
+      for i, r in ipairs(list) do
+        lines[i] = cell(r.full_name, 40) .. " " .. cell(r.language, 12) .. " " .. cell(r.stargazers_count, 7) .. " "
+          .. cell(r.pushed_at, 20) .. (r.archived and " (archived)" or "") .. "\n"
       end
-      n = n + #list
+      return table.concat(lines), #list
+    end,
+    write_encoded = function(_, text, count)
+      out:write(text)
+      n = n + count
       return true
     end,
     close = function() out:flush() if out ~= io.stdout then out:close() end return true end,
@@ -113,18 +124,64 @@ else
   end
 end
 
-local bar = progress.start(#jobs)
-local failed = 0
+-- Records go out in owner order (owners as given, pages in page order), so
+-- two runs over unchanged data write identical files. The owner at the
+-- head of the order writes as its pages arrive; later owners' pages wait,
+-- encoded, and an owner whose waiting pages pass BUFFER_LIMIT pauses until
+-- its turn, so memory stays bounded.
+local BUFFER_LIMIT = 16 * 1024 * 1024
+local order = { head = 1, buffered = 0, chunks = {}, done = {} }
+local turn = core.condition()
 local write_error
 
-local function fetch_one(job)
+local function put(text, count)
+  local ok, err = writer:write_encoded(text, count)
+  if not ok then write_error = write_error or err end
+end
+
+-- Writes what the head owner has waiting, and moves the head past owners
+-- that are finished.
+local function advance()
+  while order.head <= #jobs do
+    local i = order.head
+    for _, c in ipairs(order.chunks[i] or {}) do
+      put(c.text, c.count)
+      order.buffered = order.buffered - #c.text
+    end
+    order.chunks[i] = nil
+    if not order.done[i] then break end
+    order.head = i + 1
+  end
+  turn:signal()
+end
+
+local function emit(i, page)
+  local text, count = writer:encode_many(page)
+  if not text then
+    write_error = write_error or count
+    return
+  end
+  if i == order.head then
+    put(text, count)
+    return
+  end
+  order.chunks[i] = order.chunks[i] or {}
+  table.insert(order.chunks[i], { text = text, count = count })
+  order.buffered = order.buffered + #text
+  while order.buffered > BUFFER_LIMIT and order.head ~= i do turn:wait() end
+  if order.head == i then advance() end
+end
+
+local bar = progress.start(#jobs)
+local failed = 0
+
+local function fetch_one(job, i)
   local pages, err = fleet.each_repository_page(job.owner, { provider = job.provider, type = opts.type,
     raw = opts.raw })
   if pages then
     local ok, perr = pcall(function()
       for page in pages do
-        local written, wr = writer:write_many(page)
-        if not written then write_error = write_error or wr end
+        emit(i, page)
         bar:add_repositories(#page)
       end
     end)
@@ -134,6 +191,8 @@ local function fetch_one(job)
     failed = failed + 1
     bar:log(("gitfleet fetch: %s: %s"):format(job.label, cli.describe(err)))
   end
+  order.done[i] = true
+  if order.head == i then advance() end
   bar:owner_done()
 end
 
