@@ -194,8 +194,9 @@ int main(int argc, char **argv)
         argv[i] = "--help";
     }
 
-    /* The command's own arguments, global options taken out. */
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    /* The command's own arguments, global options taken out: compacted in
+     * place in argv (an argument only ever moves towards the front). */
+    char **rest = argv + i;
     int nrest = 0;
     const char *script = NULL;
     const char *chunk = NULL;
@@ -219,8 +220,8 @@ int main(int argc, char **argv)
         if (i >= argc)
             return usage_error("%s", "run needs a SCRIPT");
         script = argv[i++];
-        for (; i < argc; i++)
-            rest[nrest++] = argv[i];
+        rest = argv + i;
+        nrest = argc - i;
     } else {
         chunk = command_chunk(command);
         if (!chunk)
@@ -244,7 +245,6 @@ int main(int argc, char **argv)
         fleet_log(FLEET_LOG_ERROR, "%s", err);
         fleet_config_free(&cfg);
         free(config_path);
-        free(rest);
         return 2;
     }
     free(config_path);
@@ -267,7 +267,6 @@ int main(int argc, char **argv)
     if (!host) {
         fleet_log(FLEET_LOG_ERROR, "%s", err);
         fleet_config_free(&cfg);
-        free(rest);
         curl_global_cleanup();
         return 2;
     }
@@ -295,7 +294,6 @@ int main(int argc, char **argv)
         }
     }
     fleet_host_free(host);
-    free(rest);
     curl_global_cleanup();
     if (fflush(stdout) != 0 && errno != EPIPE && code == 0)
         code = 1;

@@ -81,15 +81,22 @@ describe("cache", function()
 
   it("evicts least recently used entries beyond cache.max_size", function()
     local emu, cfg, dir = setup({ cache = { max_size = "3MiB" } })
-    assert.are.equal(0, fetch(cfg, dir, "1.ndjson").code)
+    local function one(owner)
+      local r = gf.run({ "--config", cfg, "fetch", owner, "--output", dir .. "/" .. owner })
+      assert.are.equal(0, r.code, r.stderr)
+    end
+    one("bob")  -- a small page, then ten big ones (about 5 MB): bob's goes
+    one("acme")
     local stats = gf.run_script('print(require("fleet.core").cache_stats().bytes)', cfg)
     assert.are.equal(0, stats.code, stats.stderr)
     local bytes = tonumber(stats.stdout)
     assert.is_true(bytes > 0 and bytes <= 3 * 1024 * 1024, stats.stdout)
     emu:reset()
-    assert.are.equal(0, fetch(cfg, dir, "2.ndjson").code)
-    local s = emu:stats()
-    assert.is_true(s.full_responses > 0 and s.not_modified > 0)
+    one("bob")
+    assert.are.equal(0, emu:stats().not_modified)
+    emu:reset()
+    one("bob") -- stored again just now
+    assert.are.equal(1, emu:stats().not_modified)
   end)
 
   it("merges identical GETs in flight into one request", function()
