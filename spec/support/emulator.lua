@@ -102,6 +102,9 @@ function M.start(opts)
   write_file(self.files.scenario, cjson.encode(opts.scenario or {}))
   local extra = {}
   for _, arg in ipairs(opts.args or {}) do extra[#extra + 1] = quote(arg) end
+  if opts.tls then -- { cert = PEM file, key = PEM file }: serve HTTPS
+    extra[#extra + 1] = "--tls-cert " .. quote(opts.tls.cert) .. " --tls-key " .. quote(opts.tls.key)
+  end
   local cmd = string.format(
     "%s %s --host 127.0.0.1 --port 0 --port-file %s --pid-file %s --parent-pid %d --quiet --scenario %s %s"
       .. " </dev/null >/dev/null 2>%s & echo $! >%s",
@@ -132,7 +135,8 @@ function M.start(opts)
     error("emulator did not start" .. (stderr ~= "" and (":\n" .. stderr) or " (no output)"), 2)
   end
   self.port = port
-  self.url = "http://127.0.0.1:" .. port
+  self.url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
+  self.control_url = opts.tls and nil or self.url -- control endpoints need plain HTTP (lua-socket)
   live[self] = true
   return self
 end

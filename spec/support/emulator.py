@@ -34,6 +34,7 @@ import os
 import random
 import select
 import signal
+import ssl
 import socket
 import sys
 import threading
@@ -106,6 +107,10 @@ HTML_TYPE = "text/html; charset=utf-8"
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
+
+
+# "https" when the server speaks TLS (--tls-cert): links it builds use it.
+SCHEME = "http"
 
 
 def dumps(obj) -> bytes:
@@ -864,13 +869,13 @@ class Site:
     def __init__(self, provider, host, prefix):
         hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         self.host = host
-        self.api = f"http://{host}{prefix}"
+        self.api = f"{SCHEME}://{host}{prefix}"
         if provider == "github" and not prefix:
             self.web, self.git_host, self.ssh_host = "https://github.com", "github.com", "github.com"
         elif provider == "bitbucket":
             self.web, self.git_host, self.ssh_host = "https://bitbucket.org", "bitbucket.org", "bitbucket.org"
         else:  # GitHub Enterprise, GitLab and Gitea serve web and API on one host
-            self.web, self.git_host, self.ssh_host = f"http://{host}", host, hostname
+            self.web, self.git_host, self.ssh_host = f"{SCHEME}://{host}", host, hostname
 
 
 GH_PERMISSIONS = {
@@ -2221,7 +2226,7 @@ def page_bounds(total, per_page, page):
 
 def gh_links(req, page, last):
     """GitHub's Link header: prev, next, last, first, with the request's own query."""
-    base = f"http://{req.site.host}{req.path}?"
+    base = f"{SCHEME}://{req.site.host}{req.path}?"
     url = lambda n: base + replace_query_param(req.query, {"page": n})  # noqa: E731
     links = []
     if page > 1:
@@ -2388,7 +2393,7 @@ def gl_paginate(req, items, render, lm_default, kind, keyset_ok=False):
     page = max(1, int_param(q.get("page"), 1))
     total = len(items)
     last, start, end = page_bounds(total, per_page, page)
-    base = f"http://{req.site.host}{req.path}?"
+    base = f"{SCHEME}://{req.site.host}{req.path}?"
     url = lambda n: base + replace_query_param(req.query, {"page": n, "per_page": per_page})  # noqa: E731
     links = []
     if page > 1:
@@ -2423,7 +2428,7 @@ def gl_keyset(req, items, render, lm_default, kind, per_page):
     if len(ids) > per_page:
         cursor = {"id_before" if desc else "id_after": chunk[-1].gl_id,
                   "id_after" if desc else "id_before": None, "per_page": per_page}
-        url = f"http://{req.site.host}{req.path}?" + replace_query_param(req.query, cursor)
+        url = f"{SCHEME}://{req.site.host}{req.path}?" + replace_query_param(req.query, cursor)
         headers.append(("Link", f'<{url}>; rel="next"'))
     return paged_entry(chunk, render, lm_default, kind, headers)
 
@@ -2543,7 +2548,7 @@ def bb_paginate(req, items, render, lm_default, kind):
     last, start, end = page_bounds(len(items), pagelen, page)
     chunk = items[start:end]
     out = {"pagelen": pagelen, "size": len(items), "values": [render(x) for x in chunk], "page": page}
-    base = f"http://{req.site.host}{req.path}?"
+    base = f"{SCHEME}://{req.site.host}{req.path}?"
     if page < last:
         out["next"] = base + replace_query_param(req.query, {"page": page + 1})
     if page > 1:
@@ -2607,7 +2612,7 @@ def gt_paginate(req, items, render, lm_default, kind):
     page = max(1, int_param(q.get("page"), 1))
     total = len(items)
     last, start, end = page_bounds(total, limit, page)
-    base = f"http://{req.site.host}{req.path}?"
+    base = f"{SCHEME}://{req.site.host}{req.path}?"
     url = lambda n: base + replace_query_param(req.query, {"page": n})  # noqa: E731
     links = []  # Gitea's order and separator: next, last, first, prev joined by ","
     if page < last:
@@ -2855,11 +2860,30 @@ class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 512
     allow_reuse_address = True
 
-    def __init__(self, address, app):
+    def __init__(self, address, app, tls=None):
         self.app = app
+        self.tls = tls  # an ssl.SSLContext, or None for plain HTTP
         super().__init__(address, Handler)
         host, port = self.server_address[:2]
         self.host_port = f"{host}:{port}"
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls:
+            # The handshake happens in the handler's thread (finish_request),
+            # so a slow client cannot hold up accepting others.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def finish_request(self, request, client_address):
+        if self.tls:
+            try:
+                request.settimeout(10)
+                request.do_handshake()
+                request.settimeout(None)
+            except (ssl.SSLError, OSError):
+                return  # a client that refuses our certificate: nothing to serve
+        super().finish_request(request, client_address)
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -2901,6 +2925,8 @@ def main(argv=None):
     ap.add_argument("--pid-file", help="write this process's pid here (atomically, before the port file)")
     ap.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     ap.add_argument("--quiet", action="store_true", help="no informational output besides the listening line")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = ap.parse_args(argv)
 
     try:
@@ -2915,8 +2941,14 @@ def main(argv=None):
         sys.stderr.write(f"emulator: bad scenario: {exc}\n")
         return 2
 
+    tls = None
+    if args.tls_cert:
+        global SCHEME
+        SCHEME = "https"
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     try:
-        server = Server((args.host, args.port), app)
+        server = Server((args.host, args.port), app, tls)
     except OSError as exc:
         sys.stderr.write(f"emulator: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 2
@@ -2932,7 +2964,7 @@ def main(argv=None):
         write_atomically(args.pid_file, f"{os.getpid()}\n")
     if args.port_file:
         write_atomically(args.port_file, f"{port}\n")
-    print(f"emulator listening on http://{args.host}:{port}", flush=True)
+    print(f"emulator listening on {SCHEME}://{args.host}:{port}", flush=True)
 
     while not stop.is_set():
         stop.wait(1.0)
