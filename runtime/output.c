@@ -257,6 +257,11 @@ void fleet_json_float(struct fleet_buf *b, double v)
 
 void fleet_csv_field(struct fleet_buf *b, const char *str, size_t len)
 {
+    /* An empty field is no bytes at all; str may then be NULL (an empty
+     * list flattened into a scratch buffer never allocated), and NULL + 0
+     * is undefined. */
+    if (len == 0)
+        return;
     const unsigned char *s = (const unsigned char *)str, *end = s + len, *p = s;
     bool quote = len && (s[0] == ' ' || s[0] == '\t' || end[-1] == ' ' || end[-1] == '\t');
     bool verbatim = true; /* no quote to double, no byte to replace */

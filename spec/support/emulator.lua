@@ -102,7 +102,8 @@ function M.start(opts)
   write_file(self.files.scenario, cjson.encode(opts.scenario or {}))
   local extra = {}
   for _, arg in ipairs(opts.args or {}) do extra[#extra + 1] = quote(arg) end
-  if opts.tls then -- { cert = PEM file, key = PEM file }: serve HTTPS
+  if opts.tls then -- { cert = PEM file, key = PEM file }: serve HTTPS (the control
+    -- methods below speak plain HTTP: use curl -k for them)
     extra[#extra + 1] = "--tls-cert " .. quote(opts.tls.cert) .. " --tls-key " .. quote(opts.tls.key)
   end
   local cmd = string.format(
@@ -136,7 +137,6 @@ function M.start(opts)
   end
   self.port = port
   self.url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. port
-  self.control_url = opts.tls and nil or self.url -- control endpoints need plain HTTP (lua-socket)
   live[self] = true
   return self
 end
