@@ -68,10 +68,8 @@ function P.repositories(api, owner, opts)
       :format(tostring(opts.type)), 0)
   end
   local query = { limit = PAGE }
-  local pages, err = api:pages("/orgs/" .. esc(owner) .. "/repos", { query = query })
-  if not pages and err.status == 404 then
-    pages, err = api:pages("/users/" .. esc(owner) .. "/repos", { query = query })
-  end
+  local pages, err = api:owner_pages(owner, "/orgs/" .. esc(owner) .. "/repos", { query = query },
+    "/users/" .. esc(owner) .. "/repos", { query = query })
   if not pages then return nil, err end
   if type(keep) == "function" then return filtered(pages, keep) end
   return pages

@@ -40,14 +40,11 @@ end
 
 -- Organisations list private and internal repositories to members; users'
 -- lists are public ones. A name that is not an organisation answers 404
--- on /orgs, and is then fetched as a user.
+-- on /orgs, and is then fetched as a user (remembered, see owner_pages).
 function P.repositories(api, owner, opts)
   local query = { per_page = 100, type = opts.type }
-  local pages, err = api:pages("/orgs/" .. esc(owner) .. "/repos", { query = query })
-  if not pages and err.status == 404 then
-    pages, err = api:pages("/users/" .. esc(owner) .. "/repos", { query = query })
-  end
-  return pages, err
+  return api:owner_pages(owner, "/orgs/" .. esc(owner) .. "/repos", { query = query },
+    "/users/" .. esc(owner) .. "/repos", { query = query })
 end
 
 function P.normalize_repository(r)

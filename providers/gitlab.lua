@@ -100,11 +100,9 @@ function P.repositories(api, owner, opts)
   end
   t = t or TYPES.all
   local base = { per_page = 100 }
-  local pages, err = api:pages("/groups/" .. esc(owner) .. "/projects",
-    { query = merged(base, { include_subgroups = "true", with_shared = "false" }, t.query, t.group) })
-  if not pages and err.status == 404 then
-    pages, err = api:pages("/users/" .. esc(owner) .. "/projects", { query = merged(base, t.query, t.user) })
-  end
+  local pages, err = api:owner_pages(owner, "/groups/" .. esc(owner) .. "/projects",
+    { query = merged(base, { include_subgroups = "true", with_shared = "false" }, t.query, t.group) },
+    "/users/" .. esc(owner) .. "/projects", { query = merged(base, t.query, t.user) })
   if not pages then return nil, err end
   if t.keep then return filtered(pages, t.keep) end
   return pages

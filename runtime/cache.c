@@ -1263,6 +1263,55 @@ void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *crede
     failed(c, rc, msg, "touch", true);
 }
 
+/* ------------------------------------------------------------- memos */
+
+/* Memos live in the meta table under "memo:" keys, as "<epoch> <value>". */
+bool fleet_cache_memo_get(struct fleet_cache *c, const char *key, double max_age, char *out, size_t outlen)
+{
+    if (!c || c->dead || !key || outlen == 0)
+        return false;
+    sqlite3_stmt *q = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE key = 'memo:' || ?1", -1, &q, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT) {
+        const char *text = (const char *)sqlite3_column_text(q, 0);
+        char *rest = NULL;
+        double stored = strtod(text, &rest);
+        if (rest && *rest == ' ' && time(NULL) - stored < max_age && strlen(rest + 1) < outlen) {
+            strcpy(out, rest + 1);
+            found = true;
+        }
+    }
+    sqlite3_finalize(q);
+    return found;
+}
+
+void fleet_cache_memo_set(struct fleet_cache *c, const char *key, const char *value)
+{
+    if (!c || c->dead || c->no_writes || !key || !value)
+        return;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('memo:' || ?1, ?2)", -1, &q,
+                                NULL);
+    if (rc == SQLITE_OK) {
+        char *text = xasprintf("%lld %s", (long long)time(NULL), value);
+        if (text) {
+            sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 2, text, -1, SQLITE_TRANSIENT);
+            rc = sqlite3_step(q);
+            free(text);
+        }
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s", db_message(c, rc));
+    sqlite3_finalize(q);
+    if (rc == SQLITE_DONE || classify(rc) == E_BUSY)
+        return;
+    failed(c, rc, msg, "memo", true);
+}
+
 /* ------------------------------------------------------- stats, clear */
 
 int fleet_cache_stats(struct fleet_cache *c, struct fleet_cache_stats *s)
@@ -1313,6 +1362,7 @@ int fleet_cache_clear(struct fleet_cache *c)
     }
     int rc = sqlite3_exec(c->db,
                           "BEGIN IMMEDIATE; DELETE FROM bodies; DELETE FROM entries; UPDATE meta SET value = 0 WHERE key = 'bytes';"
+                          " DELETE FROM meta WHERE key GLOB 'memo:*';"
                           " COMMIT;",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {

@@ -72,6 +72,13 @@ void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *crede
 
 void fleet_cache_entry_free(struct fleet_cache_entry *e);
 
+/* Small facts kept across runs for the plugins (which kind an owner is, so
+ * a re-run does not spend a request finding out again). get copies the
+ * value into out and returns true if it was stored less than max_age
+ * seconds ago. */
+bool fleet_cache_memo_get(struct fleet_cache *c, const char *key, double max_age, char *out, size_t outlen);
+void fleet_cache_memo_set(struct fleet_cache *c, const char *key, const char *value);
+
 /* For `gitfleet cache stats|clear`. Both work on a closed-by-others file.
  * Both return 0, or -1 (see fleet_cache_error); s->path points into c.
  * clear removes every entry, then VACUUMs and truncates the WAL (another

@@ -111,11 +111,37 @@ static int l_cache_clear(lua_State *L)
     return rc != 0 ? 2 : 1;
 }
 
+/* fleet.core.memo_get(key, max_age) -> value | nil */
+static int l_memo_get(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    double max_age = luaL_checknumber(L, 2);
+    char value[256];
+    if (fleet_cache_memo_get(fleet_host_cache(fleet_host_from(L)), key, max_age, value, sizeof value))
+        lua_pushstring(L, value);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* fleet.core.memo_set(key, value) */
+static int l_memo_set(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    size_t len;
+    const char *value = luaL_checklstring(L, 2, &len);
+    luaL_argcheck(L, len < 256, 2, "a memo holds at most 255 bytes");
+    fleet_cache_memo_set(fleet_host_cache(fleet_host_from(L)), key, value);
+    return 0;
+}
+
 void fleet_cache_register(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"cache_stats", l_cache_stats},
         {"cache_clear", l_cache_clear},
+        {"memo_get", l_memo_get},
+        {"memo_set", l_memo_set},
         {NULL, NULL},
     };
     lua_pushvalue(L, lua_upvalueindex(1));

@@ -51,6 +51,8 @@ describe("cache", function()
     local s2 = emu:stats()
     assert.are.equal(0, s2.full_responses)
     assert.are.equal(s1.full_responses, s2.not_modified)
+    -- nor a 404 to find out again that bob is a user, not an organisation
+    assert.are.equal(s2.not_modified, s2.requests)
     assert.are.equal(first.output, second.output)
   end)
 

@@ -127,6 +127,32 @@ function Api:collect(path, opts)
   return pages:all()
 end
 
+-- A small fact about this provider kept across runs in the response cache
+-- (nil when the cache is off or the fact is older than max_age seconds,
+-- a week by default).
+function Api:recall(key, max_age)
+  return core.memo_get(self.base_url .. " " .. key, max_age or 7 * 86400)
+end
+
+function Api:remember(key, value)
+  core.memo_set(self.base_url .. " " .. key, value)
+end
+
+-- pages, err = api:owner_pages(owner, org_path, org_opts, user_path, user_opts)
+-- Pages of an owner that may be an organisation (or group) or a user: the
+-- organisation's path first, the user's after a 404. A user is remembered
+-- for a week, so a re-run does not spend a request on the 404 again.
+function Api:owner_pages(owner, org_path, org_opts, user_path, user_opts)
+  local key = "owner-kind " .. owner:lower()
+  if self:recall(key) ~= "user" then
+    local pages, err = self:pages(org_path, org_opts)
+    if pages or err.status ~= 404 then return pages, err end
+  end
+  local pages, err = self:pages(user_path, user_opts)
+  if pages then self:remember(key, "user") end
+  return pages, err
+end
+
 -- The JSON null sentinel as nil; everything else unchanged.
 function Api.value(v)
   if v == json.null then return nil end
