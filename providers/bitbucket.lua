@@ -113,6 +113,15 @@ end
 -- lower-case setting ("python", "c++"), "" when unset (nil here). The
 -- description is "" when there is none (Bitbucket never sends null).
 -- name is the slug (the last part of full_name, the name in URLs).
+-- What normalize_repository and the type filters read of a listed
+-- repository: only these fields of each item are built when a page is
+-- decoded (parent only as present or not).
+P.repository_keys = {
+  uuid = true, slug = true, name = true, full_name = true, workspace = { slug = true }, description = true,
+  links = { html = true, clone = true }, mainbranch = { name = true }, language = true, is_private = true,
+  parent = {}, created_on = true, updated_on = true,
+}
+
 function P.normalize_repository(r)
   local links = v(r.links)
   local ws = v(r.workspace)

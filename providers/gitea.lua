@@ -78,6 +78,16 @@ end
 -- Gitea sends "" for an unset language (nil here) and for a missing
 -- description (kept: Gitea cannot tell the two apart). It has no push
 -- time: pushed_at is nil.
+-- What normalize_repository and the type filters read of a listed
+-- repository: only these fields of each item are built when a page is
+-- decoded.
+P.repository_keys = {
+  id = true, name = true, full_name = true, owner = { login = true, username = true }, description = true,
+  html_url = true, clone_url = true, ssh_url = true, default_branch = true, language = true, private = true,
+  internal = true, fork = true, archived = true, stars_count = true, forks_count = true, watchers_count = true,
+  open_issues_count = true, topics = true, created_at = true, updated_at = true,
+}
+
 function P.normalize_repository(r)
   local owner = v(r.owner)
   local private, internal = v(r.private), v(r.internal)

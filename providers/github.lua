@@ -47,6 +47,15 @@ function P.repositories(api, owner, opts)
     "/users/" .. esc(owner) .. "/repos", { query = query })
 end
 
+-- What normalize_repository reads of a listed repository: only these
+-- fields of each item are built when a page is decoded.
+P.repository_keys = {
+  id = true, name = true, full_name = true, owner = { login = true }, description = true, html_url = true,
+  clone_url = true, ssh_url = true, default_branch = true, language = true, private = true, visibility = true,
+  fork = true, archived = true, stargazers_count = true, forks_count = true, watchers_count = true,
+  open_issues_count = true, topics = true, created_at = true, updated_at = true, pushed_at = true,
+}
+
 function P.normalize_repository(r)
   local owner = v(r.owner)
   local topics = v(r.topics)

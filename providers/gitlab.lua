@@ -124,6 +124,17 @@ end
 -- (last_activity_at also counts issues and merge requests; it is in raw).
 -- Watchers do not exist on GitLab. open_issues_count is absent when the
 -- project's issues are off.
+-- What normalize_repository and the type filters read of a listed
+-- project: only these fields of each item are built when a page is decoded
+-- (forked_from_project only as present or not).
+P.repository_keys = {
+  id = true, path = true, name = true, path_with_namespace = true, namespace = { full_path = true },
+  description = true, web_url = true, http_url_to_repo = true, ssh_url_to_repo = true, default_branch = true,
+  _gitfleet_languages = true, visibility = true, archived = true, forked_from_project = {}, star_count = true,
+  forks_count = true, open_issues_count = true, topics = true, tag_list = true, created_at = true,
+  updated_at = true,
+}
+
 function P.normalize_repository(r)
   local ns = v(r.namespace)
   local visibility = v(r.visibility)

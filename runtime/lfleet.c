@@ -4,6 +4,7 @@
 
 #include "events.h"
 #include "host.h"
+#include "json.h"
 
 struct fleet_host *fleet_host_from(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 
@@ -17,5 +18,6 @@ int luaopen_fleet_core(lua_State *L)
     fleet_events_register(L);
     fleet_output_register(L);
     fleet_cache_register(L);
+    fleet_json_register(L);
     return 1;
 }

@@ -1,6 +1,7 @@
 /* fleet.core.request: one API call through the pool, retries and cache,
  * as seen from Lua. The task yields until the request is finished; the
  * continuation turns the C response into Lua values. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "headers.h"
 #include "host.h"
 #include "http.h"
+#include "json.h"
 #include "lfleet.h"
 #include "pool.h"
 #include "sched.h"
@@ -84,6 +86,30 @@ static void push_headers(lua_State *L, const char *block, size_t len)
     }
 }
 
+/* resp.data: the body decoded straight from the transfer's buffer (no
+ * copy of the text as a Lua string), with decode.items and decode.keep
+ * (json.h); or resp.decode_error. An empty body is an empty table.
+ * Stack: [decode, resp]. */
+static void push_decoded(lua_State *L, const struct fleet_response *resp)
+{
+    if (resp->body_len == 0) {
+        lua_newtable(L);
+        lua_setfield(L, -2, "data");
+        return;
+    }
+    const char *items = NULL;
+    int keep = 0;
+    if (lua_istable(L, 1)) {
+        if (lua_getfield(L, 1, "items") == LUA_TSTRING)
+            items = lua_tostring(L, -1); /* stays on the stack while used */
+        if (lua_getfield(L, 1, "keep") == LUA_TTABLE)
+            keep = lua_gettop(L);
+    }
+    int ok = fleet_json_decode(L, resp->body, resp->body_len, items, keep);
+    lua_setfield(L, 2, ok ? "data" : "decode_error");
+    lua_settop(L, 2);
+}
+
 static int request_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
@@ -92,17 +118,34 @@ static int request_k(lua_State *L, int status, lua_KContext ctx)
     struct fleet_task *t = fleet_sched_current(host->sched, L);
     t->waiting_on = NULL;
     const struct fleet_response *resp = fleet_http_response(r);
-    lua_settop(L, 0);
+    /* opts.decode, if asked for, is still at stack index 4 (the options). */
+    int decode = 0;
+    if (lua_gettop(L) >= 4 && lua_istable(L, 4)) {
+        int type = lua_getfield(L, 4, "decode");
+        if (type == LUA_TTABLE || (type == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
+            lua_replace(L, 1);
+            decode = 1;
+        }
+    }
+    lua_settop(L, decode);
     if (resp->err_kind == ERR_NONE) {
-        lua_createtable(L, 0, 8);
+        lua_createtable(L, 0, 8); /* [decode?, resp] */
         lua_pushinteger(L, resp->status);
         lua_setfield(L, -2, "status");
         lua_pushstring(L, resp->url);
         lua_setfield(L, -2, "url");
         push_headers(L, resp->headers ? resp->headers : "", resp->headers_len);
+        lua_getfield(L, -1, "content-type");
+        const char *ctype = lua_tostring(L, -1);
+        bool json = !ctype || strstr(ctype, "json");
+        lua_pop(L, 1);
         lua_setfield(L, -2, "headers");
-        lua_pushlstring(L, resp->body ? resp->body : "", resp->body_len);
-        lua_setfield(L, -2, "body");
+        if (decode && json) {
+            push_decoded(L, resp);
+        } else {
+            lua_pushlstring(L, resp->body ? resp->body : "", resp->body_len);
+            lua_setfield(L, -2, "body");
+        }
         if (resp->token) {
             lua_pushstring(L, resp->token);
             lua_setfield(L, -2, "token");
@@ -145,7 +188,9 @@ enum { MAX_HEADERS = 32 };
 
 /* fleet.core.request(provider, method, url [, opts]) -> response | nil, err
  * opts: headers = {name = value}, body = string, token = label,
- *       resource = name, free = bool, cache = bool (GET only, default true) */
+ *       resource = name, free = bool, cache = bool (GET only, default true),
+ *       decode = true | {items =, keep =}: a JSON body becomes resp.data
+ *       (json.h) instead of resp.body */
 static int l_request(lua_State *L)
 {
     struct fleet_host *host = fleet_host_from(L);

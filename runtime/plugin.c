@@ -154,6 +154,7 @@ static const struct field contract[] = {
     {"headers", LUA_TTABLE, 0},
     {"repositories", LUA_TFUNCTION, 1},
     {"normalize_repository", LUA_TFUNCTION, 1},
+    {"repository_keys", LUA_TTABLE, 0},
     {"user_info", LUA_TFUNCTION, 0},
     {"account", LUA_TFUNCTION, 0},
     {"repository_details", LUA_TFUNCTION, 0},

@@ -19,6 +19,12 @@ done
 missing=""
 for p in $wanted; do
     case " $missing " in *" $p "*) continue ;; esac
+    # Node.js from elsewhere (NodeSource) brings its own npm, and Debian's
+    # npm package would conflict with it: a working command is enough.
+    case $p in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+    esac
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [ "$status" = "install ok installed" ] || missing="$missing $p"
 done

@@ -21,12 +21,22 @@ function Api.new(info)
   }, Api)
 end
 
--- A copy of this API object whose requests all use the token `label`.
-function Api:with_token(label)
+local function copy_with(self, field, value)
   local copy = setmetatable({}, Api)
   for k, v in pairs(self) do copy[k] = v end
-  copy.token = label
+  copy[field] = value
   return copy
+end
+
+-- A copy of this API object whose requests all use the token `label`.
+function Api:with_token(label)
+  return copy_with(self, "token", label)
+end
+
+-- A copy of this API object whose pages build only the fields in `keep`
+-- (a keep table, see runtime/json.h): what normalisation reads.
+function Api:with_keep(keep)
+  return copy_with(self, "keep", keep)
 end
 
 local function escape(s)
@@ -71,7 +81,9 @@ end
 -- resp, err = api:request(method, path, opts)
 -- opts: query, headers, body (string, or a table sent as JSON), token,
 -- resource, free, cache, ok_status = {[404] = true} (statuses returned as a
--- response instead of an error). resp.data is the decoded JSON body.
+-- response instead of an error), decode = true (a JSON body comes back
+-- decoded as resp.data instead of resp.body; {items =, keep =} as in
+-- runtime/json.h).
 function Api:request(method, path, opts)
   opts = opts or {}
   local headers = {}
@@ -85,7 +97,7 @@ function Api:request(method, path, opts)
   local url = self:url(path, opts.query)
   local resp, err = core.request(self.name, method, url, {
     headers = headers, body = body, token = opts.token or self.token,
-    resource = opts.resource, free = opts.free, cache = opts.cache,
+    resource = opts.resource, free = opts.free, cache = opts.cache, decode = opts.decode,
   })
   if not resp then
     err.provider = self.name
@@ -102,7 +114,9 @@ end
 
 -- data, err = api:get(path, opts): the decoded JSON of one GET.
 function Api:get(path, opts)
-  local resp, err = self:request("GET", path, opts)
+  local o = { decode = true }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local resp, err = self:request("GET", path, o)
   if not resp then return nil, err end
   local data, derr = Pages.decode(self, resp)
   if not data then return nil, derr end

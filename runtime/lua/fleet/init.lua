@@ -138,6 +138,9 @@ local function open_repositories(owner, opts)
     error("bad argument #1 (owner must be a non-empty string)", 3)
   end
   local api = api_for(opts)
+  -- Pages build only the fields the plugin's normaliser reads, unless the
+  -- caller wants the provider's whole object.
+  if api.plugin.repository_keys and not (opts and opts.raw) then api = api:with_keep(api.plugin.repository_keys) end
   local pages, err = api.plugin.repositories(api, owner, opts or {})
   if not pages then
     if err then
@@ -359,16 +362,12 @@ end
 -- Any endpoint
 
 -- resp, err = fleet.request(method, path [, opts]); resp.data is the
--- decoded JSON. opts: provider, token, query, headers, body, ok_status.
+-- decoded JSON (resp.body the text when the response is not JSON).
+-- opts: provider, token, query, headers, body, ok_status.
 function fleet.request(method, path, opts)
-  local api = api_for(opts)
-  local resp, err = api:request(method, path, opts)
-  if not resp then return nil, err end
-  if resp.body ~= "" then
-    local ok, data = pcall(json.decode, resp.body)
-    if ok then resp.data = data end
-  end
-  return resp
+  local o = { decode = true }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return api_for(o):request(method, path, o)
 end
 
 -- items, err = fleet.paginate(path [, opts]): every item of every page.

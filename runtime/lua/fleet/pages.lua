@@ -6,7 +6,6 @@
 -- are fetched concurrently, a bounded window ahead of the reader, and still
 -- handed out in page order. Otherwise the next link is followed as given.
 local core = require("fleet.core")
-local json = require("cjson")
 
 local Pages = {}
 Pages.__index = Pages
@@ -46,15 +45,14 @@ local function items_of(data, field)
   return type(data) == "table" and data or {}
 end
 
--- Decodes a response body, or returns nil, err (kind "decode").
+-- The decoded body of a response made with opts.decode (fleet.core decodes
+-- JSON straight from the transfer's buffer), or nil, err (kind "decode").
 local function decode(api, resp)
-  if resp.body == "" or resp.status == 204 then return {} end
-  local ok, data = pcall(json.decode, resp.body)
-  if not ok then
-    return nil, core.error({ kind = "decode", provider = api.name, url = resp.url, status = resp.status,
-      message = ("%s: the response is not valid JSON (%s)"):format(resp.url, tostring(data)) })
-  end
-  return data
+  if resp.data ~= nil then return resp.data end
+  if resp.status == 204 or resp.body == "" then return {} end
+  return nil, core.error({ kind = "decode", provider = api.name, url = resp.url, status = resp.status,
+    message = resp.decode_error and ("%s: the response is not valid JSON (%s)"):format(resp.url, resp.decode_error)
+      or ("%s: the response is not JSON (%s)"):format(resp.url, tostring(resp.headers["content-type"])) })
 end
 Pages.decode = decode
 
@@ -64,12 +62,19 @@ Pages.decode = decode
 function Pages.open(api, url, opts)
   opts = opts or {}
   local style = api.pagination.style
+  local items_field = opts.items or api.pagination.items
+  -- Every page is decoded as it arrives, building only the fields the
+  -- API object keeps (api.keep: what normalisation reads), if it says.
+  local request_opts = {}
+  for k, v in pairs(opts) do request_opts[k] = v end
+  request_opts.decode = { items = items_field, keep = api.keep }
+  opts = request_opts
   local first, err = api:request("GET", url, opts)
   if not first then return nil, err end
   local self = setmetatable({
     api = api,
     opts = opts,
-    items_field = opts.items or api.pagination.items,
+    items_field = items_field,
     page_param = api.pagination.page_param or "page",
     window = opts.window or api.pagination.window or 4,
     pending = {},       -- page number -> task handle fetching it
