@@ -26,28 +26,11 @@ local P = {
   headers = { ["Accept"] = "application/json" },
 }
 
+local util = require("fleet.plugin")
+local v, esc, filtered = util.value, util.escape, util.filtered
+
 local PAGE = 50
 
-local null = json.null
-local function v(x) if x == null then return nil end return x end
-
-local function esc(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
-
-local function filtered(pages, keep)
-  return {
-    next = function()
-      local items, err = pages:next()
-      if not items then return nil, err end
-      local out = {}
-      for _, item in ipairs(items) do
-        if keep(item) then out[#out + 1] = item end
-      end
-      return out
-    end,
-  }
-end
 
 -- Gitea's owner listings take no type filter: the types are applied here.
 -- "owner" and "all" are the whole listing (an owner's own repositories).

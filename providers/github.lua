@@ -31,12 +31,8 @@ local P = {
   },
 }
 
-local null = json.null
-local function v(x) if x == null then return nil end return x end
-
-local function esc(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local util = require("fleet.plugin")
+local v, esc = util.value, util.escape
 
 -- Organisations list private and internal repositories to members; users'
 -- lists are public ones. A name that is not an organisation answers 404

@@ -36,30 +36,8 @@ local P = {
   headers = { ["Accept"] = "application/json" },
 }
 
-local null = json.null
-local function v(x) if x == null then return nil end return x end
-
--- One path segment: "acme/tools" becomes "acme%2Ftools", as GitLab wants
--- for a group or project given by its full path.
-local function esc(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
-
--- A page source that drops the items keep(item) refuses. Has next() like
--- the host's pages object, which is all fleet asks of repositories().
-local function filtered(pages, keep)
-  return {
-    next = function()
-      local items, err = pages:next()
-      if not items then return nil, err end
-      local out = {}
-      for _, item in ipairs(items) do
-        if keep(item) then out[#out + 1] = item end
-      end
-      return out
-    end,
-  }
-end
+local util = require("fleet.plugin")
+local v, esc, filtered = util.value, util.escape, util.filtered
 
 local function is_fork(r)
   return v(r.forked_from_project) ~= nil

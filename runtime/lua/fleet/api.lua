@@ -6,6 +6,7 @@
 local core = require("fleet.core")
 local json = require("cjson")
 local Pages = require("fleet.pages")
+local util = require("fleet.plugin")
 
 local Api = {}
 Api.__index = Api
@@ -39,9 +40,7 @@ function Api:with_keep(keep)
   return copy_with(self, "keep", keep)
 end
 
-local function escape(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local escape = util.escape
 Api.escape = escape
 
 -- Absolute URL for a path ("/users/x/repos") or a full URL, with a query
@@ -168,9 +167,6 @@ function Api:owner_pages(owner, org_path, org_opts, user_path, user_opts)
 end
 
 -- The JSON null sentinel as nil; everything else unchanged.
-function Api.value(v)
-  if v == json.null then return nil end
-  return v
-end
+Api.value = util.value
 
 return Api

@@ -1,0 +1,36 @@
+-- Helpers the provider plugins share: local util = require("fleet.plugin")
+local json = require("cjson")
+
+local util = {}
+
+util.null = json.null
+
+-- The JSON null sentinel as nil; everything else unchanged.
+function util.value(x)
+  if x == json.null then return nil end
+  return x
+end
+
+-- One URL path segment: every byte but the unreserved ones percent-encoded,
+-- so "acme/tools" becomes "acme%2Ftools" (GitLab's full paths).
+function util.escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- A page source that drops the items keep(item) refuses; it has next()
+-- like the host's pages object, which is all fleet asks of repositories().
+function util.filtered(pages, keep)
+  return {
+    next = function()
+      local items, err = pages:next()
+      if not items then return nil, err end
+      local out = {}
+      for _, item in ipairs(items) do
+        if keep(item) then out[#out + 1] = item end
+      end
+      return out
+    end,
+  }
+end
+
+return util
