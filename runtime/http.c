@@ -47,6 +47,8 @@ struct fleet_request {
     struct fleet_transfer transfer;
     struct fleet_cache_entry cached; /* the stored response being revalidated */
     bool has_cached;
+    bool affinity_known; /* `affinity` was looked up (once per request) */
+    struct fleet_token *affinity;
 
     struct fleet_response resp;
     struct fleet_task **waiters;
@@ -326,6 +328,10 @@ static struct fleet_token *cache_affinity(struct fleet_host *host, struct fleet_
 {
     if (!r->cacheable || !host->cache || r->pinned || r->no_credentials)
         return NULL;
+    /* Looked up once: a request may wait through many dispatch passes. */
+    if (r->affinity_known)
+        return r->affinity && !r->affinity->disabled ? r->affinity : NULL;
+    r->affinity_known = true;
     char ids[4][65];
     int n = fleet_cache_credentials_for(host->cache, r->url, ids, 4);
     for (int i = 0; i < fleet_pool_count(host->pool) && n > 0; i++) {
@@ -335,7 +341,7 @@ static struct fleet_token *cache_affinity(struct fleet_host *host, struct fleet_
         const char *id = cache_id(host, t);
         for (int j = 0; j < n; j++)
             if (strcmp(ids[j], id) == 0)
-                return t;
+                return r->affinity = t;
     }
     return NULL;
 }
@@ -563,6 +569,7 @@ static bool follow_redirect(struct fleet_host *host, struct fleet_request *r, lo
     }
     free(r->url);
     r->url = url;
+    r->affinity_known = false;
     if (status == 303 && strcmp(r->method, "GET") != 0) {
         free(r->method);
         r->method = strdup("GET");
