@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "cache.h"
 #include "events.h"
+#include "gunzip.h"
 #include "headers.h"
 #include "host.h"
 #include "log.h"
@@ -45,8 +47,10 @@ struct fleet_request {
     CURL *easy;
     int sent_inflight;
     struct fleet_transfer transfer;
+    struct fleet_bytes compressed; /* the body as it came, when it came gzipped */
     struct fleet_cache_entry cached; /* the stored response being revalidated */
     bool has_cached;
+    bool skip_cache;     /* the stored copy proved unreadable: ask plainly */
     bool affinity_known; /* `affinity` was looked up (once per request) */
     struct fleet_token *affinity;
 
@@ -126,6 +130,7 @@ static void request_free(struct fleet_request *r)
     free(r->resource);
     fleet_bytes_free(&r->transfer.body);
     fleet_bytes_free(&r->transfer.headers);
+    fleet_bytes_free(&r->compressed);
     if (r->has_cached)
         fleet_cache_entry_free(&r->cached);
     free(r->resp.url);
@@ -359,7 +364,7 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
         fleet_cache_entry_free(&r->cached);
         r->has_cached = false;
     }
-    if (r->cacheable && host->cache && !r->no_credentials)
+    if (r->cacheable && host->cache && !r->no_credentials && !r->skip_cache)
         r->has_cached = fleet_cache_lookup(host->cache, r->url, cache_id(host, tok), &r->cached);
     struct fleet_attempt a = {
         .method = r->method,
@@ -526,9 +531,64 @@ static void store_in_cache(struct fleet_host *host, struct fleet_request *r, str
         memcpy(lm_buf, lm, llen);
         lm_buf[llen] = 0;
     }
+    /* The body as it came: compressed when it came compressed (the stored
+     * headers say so, and cached_body decodes it again). */
+    const struct fleet_bytes *body = r->compressed.data ? &r->compressed : &r->transfer.body;
     fleet_cache_store(host->cache, r->url, cache_id(host, tok), etag && elen < sizeof etag_buf ? etag_buf : NULL,
-                      lm && llen < sizeof lm_buf ? lm_buf : NULL, hb, hl,
-                      r->transfer.body.data ? r->transfer.body.data : "", r->transfer.body.len);
+                      lm && llen < sizeof lm_buf ? lm_buf : NULL, hb, hl, body->data ? body->data : "", body->len);
+}
+
+/* A gzip body is decoded into transfer.body, the compressed bytes kept for
+ * the cache. A body that does not decode is treated like a truncated one
+ * (retried); one that decodes past http.max_response_size is too large. */
+static CURLcode decode_body(struct fleet_host *host, struct fleet_request *r, const char *hb, size_t hl)
+{
+    size_t len;
+    const char *encoding = fleet_header_find(hb, hl, "content-encoding", &len);
+    if (!encoding || (len == 8 && strncasecmp(encoding, "identity", 8) == 0))
+        return CURLE_OK;
+    if (!fleet_gunzip_handles(encoding, len)) {
+        snprintf(r->transfer.errbuf, sizeof r->transfer.errbuf, "unsupported Content-Encoding %.*s",
+                 (int)(len < 32 ? len : 32), encoding);
+        return CURLE_BAD_CONTENT_ENCODING;
+    }
+    struct fleet_bytes plain = {0};
+    const char *why = NULL;
+    if (fleet_gunzip(r->transfer.body.data, r->transfer.body.len, host->cfg.http.max_response_size, &plain,
+                     &why) != 0) {
+        fleet_bytes_free(&plain);
+        if (strcmp(why, "too large") == 0) {
+            r->transfer.too_large = true;
+            return CURLE_OK;
+        }
+        snprintf(r->transfer.errbuf, sizeof r->transfer.errbuf, "the compressed body is %s", why);
+        return CURLE_PARTIAL_FILE;
+    }
+    fleet_bytes_free(&r->compressed);
+    r->compressed = r->transfer.body;
+    r->transfer.body = plain;
+    return CURLE_OK;
+}
+
+/* A stored body comes back as it was stored: gzipped if its headers say. */
+static bool cached_body(struct fleet_host *host, struct fleet_request *r)
+{
+    size_t len;
+    const char *encoding = fleet_header_find(r->cached.headers ? r->cached.headers : "", r->cached.headers_len,
+                                             "content-encoding", &len);
+    if (!encoding || !fleet_gunzip_handles(encoding, len)) {
+        r->resp.body = r->cached.body;
+        r->resp.body_len = r->cached.body_len;
+        return true;
+    }
+    const char *why;
+    fleet_bytes_free(&r->transfer.body);
+    if (fleet_gunzip(r->cached.body, r->cached.body_len, host->cfg.http.max_response_size, &r->transfer.body,
+                     &why) != 0)
+        return false;
+    r->resp.body = r->transfer.body.data;
+    r->resp.body_len = r->transfer.body.len;
+    return true;
 }
 
 static void requeue(struct fleet_host *host, struct fleet_request *r, double not_before)
@@ -599,15 +659,18 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     fleet_pool_release(host->pool, tok, r->resource, r->free_budget);
     r->token = NULL;
     host->stats.bytes += (long long)r->transfer.body.len;
+    const char *hb = r->transfer.headers.data ? r->transfer.headers.data : "";
+    size_t hl = r->transfer.headers.len;
+    if (cres == CURLE_OK && r->transfer.body.len > 0)
+        cres = decode_body(host, r, hb, hl);
     /* Network text that might echo a credential is redacted before it is
-     * classified, cached or handed to Lua. */
-    if (r->transfer.body.data)
-        fleet_redact(r->transfer.body.data, r->transfer.body.len);
+     * classified, cached or handed to Lua; a body that did is not cached
+     * at all (its compressed copy would still hold the secret). */
+    if (r->transfer.body.data && fleet_redact(r->transfer.body.data, r->transfer.body.len) > 0)
+        fleet_bytes_free(&r->compressed), r->cacheable = false;
     if (r->transfer.headers.data)
         fleet_redact(r->transfer.headers.data, r->transfer.headers.len);
 
-    const char *hb = r->transfer.headers.data ? r->transfer.headers.data : "";
-    size_t hl = r->transfer.headers.len;
     struct fleet_budget_obs obs;
     parse_budget(p, hb, hl, &obs, now);
     double retry_after = -1;
@@ -637,6 +700,13 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     case CLASS_NOT_MODIFIED:
         host->stats.not_modified++;
         fleet_pool_success(host->pool, tok, now);
+        if (r->has_cached && !cached_body(host, r)) {
+            /* The stored copy cannot be read back: fetch it anew. */
+            r->skip_cache = true;
+            r->attempts--;
+            requeue(host, r, 0);
+            break;
+        }
         r->resp.token = label;
         r->resp.url = strdup(r->url);
         if (r->has_cached) {
@@ -644,8 +714,6 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
             fleet_cache_touch(host->cache, r->url, cache_id(host, tok));
             r->resp.status = 200;
             r->resp.from_cache = true;
-            r->resp.body = r->cached.body;
-            r->resp.body_len = r->cached.body_len;
             r->resp.headers = r->cached.headers;
             r->resp.headers_len = r->cached.headers_len;
         } else {

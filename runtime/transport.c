@@ -139,9 +139,15 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
     x->errbuf[0] = 0;
     x->body.len = x->headers.len = 0;
 
-    bool ok = true;
-    for (const char *const *h = a->headers; h && *h && ok; h++)
+    bool ok = true, encoding_given = false;
+    for (const char *const *h = a->headers; h && *h && ok; h++) {
         ok = add_header(&x->slist, *h);
+        encoding_given = encoding_given || strncasecmp(*h, "accept-encoding:", 16) == 0;
+    }
+    /* gzip, decoded by the request layer (gunzip.c) rather than libcurl,
+     * so the cache can store the compressed bytes. */
+    if (ok && !encoding_given)
+        ok = add_header(&x->slist, "Accept-Encoding: gzip");
     if (ok && a->token && a->token->secret)
         ok = add_credential(&x->slist, a->token);
     if (ok && a->etag) {
@@ -171,7 +177,7 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
     }
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, x->slist);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "gitfleet/" FLEET_VERSION);
-    curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding libcurl decodes */
+    curl_easy_setopt(easy, CURLOPT_HTTP_CONTENT_DECODING, 0L);
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L); /* prefer multiplexing to a new connection */
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
