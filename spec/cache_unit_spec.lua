@@ -8,33 +8,7 @@
 -- Run from the repository's root. Needs cc and SQLite's headers
 -- (libsqlite3-dev), as the build does.
 
-local function quote(s)
-    return "'" .. s:gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function capture(cmd)
-    local p = assert(io.popen(cmd))
-    local s = p:read("a")
-    p:close()
-    return s
-end
-
-local function sh(cmd)
-    local out, err = os.tmpname(), os.tmpname()
-    local _, _, code = os.execute(cmd .. " >" .. quote(out) .. " 2>" .. quote(err))
-    local r = { code = code, stdout = slurp(out) or "", stderr = slurp(err) or "" }
-    os.remove(out)
-    os.remove(err)
-    return r
-end
+local gf = require("spec.support.gitfleet")
 
 local function count(s, pattern)
     local n = 0
@@ -44,7 +18,7 @@ end
 
 local function files_in(dir)
     local list = {}
-    for name in capture("ls -a " .. quote(dir)):gmatch("[^\n]+") do
+    for name in gf.capture("ls -a " .. gf.quote(dir)):gmatch("[^\n]+") do
         if name ~= "." and name ~= ".." then list[#list + 1] = name end
     end
     return list
@@ -60,10 +34,10 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
     local function run(command, ...)
         n = n + 1
         local dir = ("%s/s%d-%s"):format(tmp, n, command)
-        assert(os.execute("mkdir -p " .. quote(dir)))
-        local args = { quote(probe), command, quote(dir) }
-        for _, a in ipairs({ ... }) do args[#args + 1] = quote(a) end
-        local r = sh(table.concat(args, " "))
+        assert(os.execute("mkdir -p " .. gf.quote(dir)))
+        local args = { gf.quote(probe), command, gf.quote(dir) }
+        for _, a in ipairs({ ... }) do args[#args + 1] = gf.quote(a) end
+        local r = gf.sh(table.concat(args, " "))
         r.dir = dir
         return r
     end
@@ -78,22 +52,22 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
     end
 
     setup(function()
-        tmp = capture("mktemp -d"):gsub("%s+$", "")
+        tmp = gf.tmpdir()
         -- Run as root, the read-only scenarios drop to nobody, who must be
         -- able to reach the folders inside.
-        assert(os.execute("chmod 711 " .. quote(tmp)))
+        assert(os.execute("chmod 711 " .. gf.quote(tmp)))
         probe = tmp .. "/cache_probe"
-        local flags = capture("pkg-config --cflags --libs sqlite3 2>/dev/null"):gsub("%s+$", "")
+        local flags = gf.capture("pkg-config --cflags --libs sqlite3 2>/dev/null")
         if flags == "" then flags = "-lsqlite3" end
-        local r = sh(("cc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Iruntime -o %s spec/support/cache_probe.c "
-            .. "runtime/cache.c runtime/sha256.c runtime/log.c %s"):format(quote(probe), flags))
+        local r = gf.sh(("cc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Iruntime -o %s spec/support/cache_probe.c "
+            .. "runtime/cache.c runtime/sha256.c runtime/log.c %s"):format(gf.quote(probe), flags))
         assert.are.equal(0, r.code, "cannot build the probe:\n" .. r.stderr)
     end)
 
     teardown(function()
-        if tmp and tmp:match("^/tmp/") then
-            os.execute("chmod -R u+rwX " .. quote(tmp) .. " 2>/dev/null; rm -rf " .. quote(tmp))
-        end
+        -- The scenarios leave read-only files and folders behind.
+        if tmp then os.execute("chmod -R u+rwX " .. gf.quote(tmp) .. " 2>/dev/null") end
+        gf.cleanup()
     end)
 
     it("SHA-256 gives the NIST digests (FIPS 180-4 examples, one million 'a', incremental)", function()
@@ -121,11 +95,11 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
         assert.is_truthy(r.stdout:find("ok hit after store, miss for another credential", 1, true))
         assert.is_truthy(r.stdout:find("ok replace on store", 1, true))
         local path = r.stdout:match("path (%S+)")
-        local db = slurp(path)
+        local db = gf.slurp(path)
         assert.is_truthy(db and #db > 0, "no database file")
         assert.is_truthy(db:find("https://api.github.test/orgs/acme/repos", 1, true), "the probe's entries are not in " .. path)
         for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            local bytes = slurp(path .. suffix)
+            local bytes = gf.slurp(path .. suffix)
             if bytes then
                 assert.is_nil(bytes:find(SECRET, 1, true), "the secret is in " .. path .. suffix)
                 assert.is_nil(bytes:find("CACHESPECSECRET", 1, true), "part of the secret is in " .. path .. suffix)
@@ -150,7 +124,7 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
             local aside = r.stderr:match("gitfleet: warning: cache file " .. path:gsub("%p", "%%%0")
                 .. " is damaged; moved it to (%S+%.corrupt%-%d+) and started a new one\n")
             assert.is_truthy(aside, "expected the damaged-file warning, got: " .. r.stderr)
-            assert.is_truthy(slurp(aside), "the damaged file is not at " .. aside)
+            assert.is_truthy(gf.slurp(aside), "the damaged file is not at " .. aside)
         end
 
         it("(garbage in the middle) is set aside with one warning; no wrong answer, and it works after", function()

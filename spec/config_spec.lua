@@ -6,8 +6,8 @@
 -- GITFLEET_BIN is the binary (default ./gitfleet); GITFLEET_WRAPPER, when
 -- set, prefixes each run (make valgrind). Run from the repository's root.
 
-local BIN = os.getenv("GITFLEET_BIN") or "./gitfleet"
-local WRAPPER = os.getenv("GITFLEET_WRAPPER")
+local gf = require("spec.support.gitfleet")
+
 local FIXTURES = "spec/fixtures/config/"
 
 -- Secrets planted in the fixtures, in the environment and in token files.
@@ -17,38 +17,12 @@ local ENV_SECRET = "ghp_SPECENVSECRET0123456789abcdefghijk"
 local TOKEN_FILE_SECRET = "ghp_SPECTOKENFILESECRET0123456789abcdef"
 local SECRETS = { FILE_SECRET, FILE_SECRET_2, ENV_SECRET, TOKEN_FILE_SECRET, "SPECFILESECRET", "SPECENVSECRET" }
 
-local function quote(s)
-    return "'" .. s:gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
+-- Writes a file, then gives it the mode (for chmod) if one is given.
 local function spit(path, text, mode)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
+    gf.write(path, text)
     if mode then
-        assert(os.execute("chmod " .. mode .. " " .. quote(path)))
+        assert(os.execute("chmod " .. mode .. " " .. gf.quote(path)))
     end
-end
-
-local function cwd()
-    local p = assert(io.popen("pwd"))
-    local dir = p:read("l")
-    p:close()
-    return dir
-end
-
-local function tmpdir()
-    local p = assert(io.popen("mktemp -d"))
-    local dir = p:read("l")
-    p:close()
-    return dir
 end
 
 -- Runs `gitfleet config check --config FILE`. env: extra variables; a value
@@ -59,25 +33,14 @@ local function check(config, env)
     for k, v in pairs(env or {}) do
         vars[k] = v
     end
-    local unset, set = {}, {}
+    local unset = {}
     for k, v in pairs(vars) do
         if v == false then
-            unset[#unset + 1] = "-u " .. k
-        else
-            set[#set + 1] = k .. "=" .. quote(v)
+            unset[#unset + 1] = k
+            vars[k] = nil
         end
     end
-    -- env takes its -u options before the assignments.
-    local cmd = { "env", table.concat(unset, " "), table.concat(set, " ") }
-    local out, err = os.tmpname(), os.tmpname()
-    cmd[#cmd + 1] = WRAPPER or ""
-    cmd[#cmd + 1] = quote(BIN) .. " config check --config " .. quote(config)
-    cmd[#cmd + 1] = ">" .. quote(out) .. " 2>" .. quote(err)
-    local _, _, code = os.execute(table.concat(cmd, " "))
-    local r = { code = code, stdout = slurp(out), stderr = slurp(err) }
-    os.remove(out)
-    os.remove(err)
-    return r
+    return gf.run({ "config", "check", "--config", config }, { env = vars, unset = unset })
 end
 
 local function assert_no_secret(r)
@@ -110,6 +73,8 @@ local function assert_ok(r)
 end
 
 describe("config check #valgrind", function()
+    teardown(gf.cleanup)
+
     describe("reports malformed YAML with libyaml's position", function()
         it("bad indentation", function()
             assert_fixture_error("bad_indent.yaml", 5, 4, "malformed YAML", "did not find expected key")
@@ -183,7 +148,7 @@ describe("config check #valgrind", function()
 
         it("a missing token file is named, relative to the config file's directory", function()
             assert_fixture_error("missing_token_file.yaml", 4, 41,
-                "cannot read token file " .. cwd() .. "/" .. FIXTURES .. "no-such-token-file")
+                "cannot read token file " .. gf.capture("pwd") .. "/" .. FIXTURES .. "no-such-token-file")
         end)
 
         it("a duplicate label is reported at the second token", function()
@@ -217,13 +182,11 @@ describe("config check #valgrind", function()
         local dir, config
 
         before_each(function()
-            dir = tmpdir()
+            dir = gf.tmpdir()
             config = dir .. "/gitfleet.yaml"
         end)
 
-        after_each(function()
-            os.execute("rm -rf " .. quote(dir))
-        end)
+        after_each(gf.cleanup)
 
         local function write_config(text)
             spit(config, text)
@@ -289,7 +252,7 @@ providers:
 
         it("~ is $HOME in paths", function()
             local home = dir .. "/home"
-            assert(os.execute("mkdir " .. quote(home)))
+            assert(os.execute("mkdir " .. gf.quote(home)))
             write_config("providers:\n  github:\n    tokens:\n      - token_file: ~/gh.token\n")
             assert_error(check(config, { HOME = home }), config, 4, 21, "cannot read token file " .. home .. "/gh.token:")
             spit(home .. "/gh.token", TOKEN_FILE_SECRET .. "\n", "600")

@@ -9,31 +9,11 @@
 
 local cjson = require("cjson")
 
-local BIN = os.getenv("GITFLEET_BIN") or "./gitfleet"
-local WRAPPER = os.getenv("GITFLEET_WRAPPER")
+local gf = require("spec.support.gitfleet")
 
-local function quote(s)
-    return "'" .. s:gsub("'", [['\'']]) .. "'"
-end
-
+-- A file the spec expects to exist.
 local function slurp(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function spit(path, text)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-end
-
-local function tmpdir()
-    local p = assert(io.popen("mktemp -d"))
-    local dir = p:read("l")
-    p:close()
-    return dir
+    return assert(gf.slurp(path))
 end
 
 -- Every script starts with this: the writer module, cjson, the folder, and
@@ -72,25 +52,13 @@ end
 -- reads the script's stdout instead of a file; `setup`: shell commands run
 -- before, in the same shell (limits).
 local function run(body, pipe, setup)
-    local dir = tmpdir()
-    local script = dir .. "/script.lua"
-    spit(script, PRELUDE:format(("%q"):format(dir)) .. body .. "\nsave_results()\n")
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local cmd = (setup or "") .. (WRAPPER and WRAPPER .. " " or "") .. quote(BIN) .. " run " .. quote(script)
-    if pipe then
-        cmd = cmd .. " 2>" .. quote(err) .. " | " .. pipe .. " >" .. quote(out)
-    else
-        cmd = cmd .. " >" .. quote(out) .. " 2>" .. quote(err)
-    end
-    local _, _, code = os.execute(cmd)
-    local r = { code = code, stdout = slurp(out), stderr = slurp(err), dir = dir }
-    local ok, text = pcall(slurp, dir .. "/result.json")
-    r.results = ok and cjson.decode(text) or {}
+    local dir = gf.tmpdir()
+    local script = gf.script(PRELUDE:format(("%q"):format(dir)) .. body .. "\nsave_results()\n", dir)
+    local r = gf.run({ "run", script }, { pipe = pipe, before = setup })
+    r.dir = dir
+    local text = gf.slurp(dir .. "/result.json")
+    r.results = text and cjson.decode(text) or {}
     return r
-end
-
-local function cleanup(r)
-    os.execute("rm -rf " .. quote(r.dir))
 end
 
 local function assert_ran(r)
@@ -99,7 +67,7 @@ end
 
 -- Python, given the file: prints JSON, which comes back decoded.
 local function python(code, path)
-    local p = assert(io.popen("python3 -c " .. quote(code) .. " " .. quote(path) .. " 2>&1"))
+    local p = assert(io.popen("python3 -c " .. gf.quote(code) .. " " .. gf.quote(path) .. " 2>&1"))
     local text = p:read("a")
     local ok = p:close()
     assert(ok, "python failed: " .. text)
@@ -150,6 +118,8 @@ local UNICODE = {
 }
 
 describe("core.writer #valgrind", function()
+    after_each(gf.cleanup)
+
     describe("ndjson", function()
         it("writes the listed fields in order, absent ones as null, then the rest sorted", function()
             local r = run([[
@@ -185,7 +155,6 @@ result("close", w:close())
             assert.are.equal(cjson.null, b["owner.login"])
             assert.are.equal(cjson.null, b.description)
             assert.are.same({ "lua", "c" }, b.topics)
-            cleanup(r)
         end)
 
         it("without fields writes every key, sorted, nested objects too", function()
@@ -197,7 +166,6 @@ w:close()
             assert_ran(r)
             assert.are.equal('{"1.5":"f","10":"ten","2":"two","a":{"y":{"w":3,"x":2},"z":1},"b":1,"c":"x"}\n',
                 slurp(r.dir .. "/out.ndjson"))
-            cleanup(r)
         end)
 
         it("writes numbers exactly, and NaN and infinities as null", function()
@@ -216,7 +184,6 @@ w:close()
             assert.are.equal(0.1, rec.f)
             assert.are.equal(1 / 3, rec.third)
             assert.are.equal(1e300, rec.big)
-            cleanup(r)
         end)
 
         it("escapes quotes, backslashes and control characters", function()
@@ -229,7 +196,6 @@ w:close()
             local text = slurp(r.dir .. "/out.ndjson")
             assert.are.equal('{"s":"q\\"b\\\\n\\nr\\rt\\t\\u0001\\u001f\\u0000 end"}\n', text)
             assert.are.equal("q\"b\\n\nr\rt\t\1\31\0 end", cjson.decode(text).s)
-            cleanup(r)
         end)
 
         it("keeps Unicode intact", function()
@@ -243,7 +209,6 @@ w:close()
             local text = slurp(r.dir .. "/out.ndjson")
             assert_utf8(text)
             assert.are.same(UNICODE, cjson.decode(text))
-            cleanup(r)
         end)
 
         it("replaces ill-formed UTF-8 with U+FFFD, one per maximal subpart", function()
@@ -273,7 +238,6 @@ w:close()
                 "😀" .. FFFD,
                 "ok é",
             }, got)
-            cleanup(r)
         end)
 
         it("sanitises random bytes exactly as Python's decode(errors='replace')", function()
@@ -322,7 +286,6 @@ assert rows[0] == ["s", "n"] and [r[0] for r in rows[1:]] == want, "csv differs"
 print(len(want))
 ]==], r.dir)
             assert.are.equal(3000, checked)
-            cleanup(r)
         end)
 
         it("refuses a record nested too deep, or with a cycle, and goes on", function()
@@ -357,7 +320,6 @@ w:close()
             assert.are.equal(2, #l)
             assert.are.equal(1, cjson.decode(l[1]).id)
             assert.are.equal('{"id":5,"deep":null}', l[2])
-            cleanup(r)
         end)
 
         it("writes many records in one call, stopping at the first that fails", function()
@@ -389,7 +351,6 @@ w:close()
             for i, line in ipairs(l) do
                 assert.are.equal(i, cjson.decode(line).id)
             end
-            cleanup(r)
         end)
 
         it("writes a record larger than the buffer whole", function()
@@ -403,7 +364,6 @@ w:close()
             local l = lines(slurp(r.dir .. "/out.ndjson"))
             assert.are.equal(2, #l)
             assert.are.equal(("ü"):rep(150000), cjson.decode(l[1]).big)
-            cleanup(r)
         end)
 
         it("writes to stdout for a nil path or '-', and leaves stdout open", function()
@@ -419,7 +379,6 @@ io.stdout:write("still open\n")
             assert_ran(r)
             assert.are.same({ n = 1, ["1"] = true }, r.results.close)
             assert.are.equal('{"id":1}\n{"id":2}\nstill open\n', r.stdout)
-            cleanup(r)
         end)
     end)
 
@@ -431,7 +390,6 @@ result("close", w:close())
 ]])
             assert_ran(r)
             assert.are.equal("[]\n", slurp(r.dir .. "/out.json"))
-            cleanup(r)
         end)
 
         it("is one array, also when a record in the middle fails", function()
@@ -457,7 +415,6 @@ print(json.dumps(json.load(open(sys.argv[1], encoding="utf-8"))))
 ]], r.dir .. "/out.json")
             assert.are.equal(3, #arr)
             assert.are.equal(4, arr[3].id)
-            cleanup(r)
         end)
     end)
 
@@ -493,7 +450,6 @@ result("close", w:close())
             assert.are.same({ "3", UNICODE.accents, "", UNICODE.cjk, UNICODE.emoji .. ";" .. UNICODE.rtl,
                 "", "", "", "" }, rows[4])
             assert.are.same({ "4", "", "", "", '{"a":1};;true', "", "", "", "" }, rows[5])
-            cleanup(r)
         end)
 
         it("replaces ill-formed UTF-8 with U+FFFD", function()
@@ -507,7 +463,6 @@ w:close()
             assert_utf8(raw)
             local rows = csv_rows(r.dir .. "/out.csv")
             assert.are.same({ "a" .. FFFD .. "b," .. FFFD, FFFD:rep(3) .. ";ok" }, rows[2])
-            cleanup(r)
         end)
 
         it("a one-column row that is empty is still a row", function()
@@ -518,7 +473,6 @@ w:close()
 ]])
             assert_ran(r)
             assert.are.same({ { "description" }, { "x" }, { "" }, { "y" } }, csv_rows(r.dir .. "/out.csv"))
-            cleanup(r)
         end)
     end)
 
@@ -531,7 +485,6 @@ result("open", core.writer("ndjson", DIR .. "/no/such/folder/out.ndjson", {}))
             assert.are.equal(cjson.null, r.results.open["1"])
             assert.is_truthy(r.results.open["2"]:find("no/such/folder/out.ndjson: No such file or directory", 1,
                 true), r.results.open["2"])
-            cleanup(r)
         end)
 
         it("a full disk is nil, err, never an error raised", function()
@@ -546,7 +499,6 @@ result("again", w:close())
             assert.are.equal(cjson.null, r.results.close["1"])
             assert.are.equal("cannot write to /dev/full: No space left on device", r.results.close["2"])
             assert.are.same(r.results.close, r.results.again)
-            cleanup(r)
         end)
 
         it("a file that cannot grow ends at a record boundary", function()
@@ -575,7 +527,6 @@ result("close", w:close())
             for i, line in ipairs(l) do
                 assert.are.equal(i, cjson.decode(line).id)
             end
-            cleanup(r)
         end)
 
         it("a reader that went away is nil, err (EPIPE), and the script goes on", function()
@@ -595,7 +546,6 @@ result("alive", true)
             assert.are.equal("cannot write to stdout: Broken pipe", r.results.write["2"])
             assert.are.equal("cannot write to stdout: Broken pipe", r.results.close["2"])
             assert.are.same({ n = 1, ["1"] = true }, r.results.alive)
-            cleanup(r)
         end)
 
         it("using a closed writer raises; close is idempotent; count still answers", function()
@@ -617,7 +567,6 @@ result("count", w:count())
             end
             assert.are.equal(1, r.results.count["1"])
             assert.are.equal('{"a":1}\n', slurp(r.dir .. "/out.ndjson"))
-            cleanup(r)
         end)
 
         it("misuse raises", function()
@@ -642,7 +591,6 @@ w:close()
                 assert.is_false(r.results[name]["1"], name)
                 assert.is_truthy(r.results[name]["2"]:find(text, 1, true), name .. ": " .. r.results[name]["2"])
             end
-            cleanup(r)
         end)
     end)
 
@@ -662,7 +610,6 @@ collectgarbage()
             assert_ran(r)
             assert.are.equal('[{"a":1}]\n', slurp(r.dir .. "/scoped.json"))
             assert.are.equal('{"b":2}\n', slurp(r.dir .. "/collected.ndjson"))
-            cleanup(r)
         end)
     end)
 end)

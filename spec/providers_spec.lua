@@ -11,63 +11,22 @@
 --   GITFLEET_BIN=$PWD/gitfleet lua5.4 /usr/bin/busted spec/providers_spec.lua
 
 local emulator = require("spec.support.emulator")
+local gf = require("spec.support.gitfleet")
 local cjson = require("cjson")
 
-local BIN = os.getenv("GITFLEET_BIN") or "./gitfleet"
-local WRAPPER = os.getenv("GITFLEET_WRAPPER") or ""
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local s = p:read("a")
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
-
-local ROOT = capture("pwd")
+local ROOT = gf.capture("pwd")
 local PROVIDERS_DIR = ROOT .. "/providers"
+local RUN = { env = { GITFLEET_PROVIDERS = PROVIDERS_DIR } }
 
-local function tmpdir()
-  return capture("mktemp -d")
-end
-
--- Runs the binary with args (a string already quoted); returns
--- {code, stdout, stderr}.
+-- Runs the binary with args (a list); returns {code, stdout, stderr}.
 local function gitfleet(args)
-  local out, err = os.tmpname(), os.tmpname()
-  local cmd = ("GITFLEET_PROVIDERS=%s %s %s %s >%s 2>%s"):format(quote(PROVIDERS_DIR), WRAPPER, quote(BIN), args,
-    quote(out), quote(err))
-  local _, _, code = os.execute(cmd)
-  local r = { code = code, stdout = slurp(out) or "", stderr = slurp(err) or "" }
-  os.remove(out)
-  os.remove(err)
-  return r
+  return gf.run(args, RUN)
 end
 
 -- Runs a Lua script (source text) with the configuration; the script's last
 -- stdout line is decoded as JSON into r.json.
-local function run(config, source, args)
-  local script = os.tmpname() .. ".lua"
-  spit(script, source)
-  local r = gitfleet(("--config %s run %s %s"):format(quote(config), quote(script), args or ""))
-  os.remove(script)
+local function run(config, source)
+  local r = gf.run_script(source, config, RUN)
   local last = r.stdout:match("([^\n]*)\n?$")
   if last and last ~= "" then
     local ok, data = pcall(cjson.decode, last)
@@ -81,8 +40,8 @@ local function script(body)
   return "local function main(...)\n" .. body .. "\nend\nprint(fleet.json.encode(main(...)))\n"
 end
 
-local function ok_run(config, body, args)
-  local r = run(config, script(body), args)
+local function ok_run(config, body)
+  local r = run(config, script(body))
   assert(r.code == 0 and r.json ~= nil,
     ("script failed (exit %s)\nstdout:\n%s\nstderr:\n%s"):format(tostring(r.code), r.stdout, r.stderr))
   return r.json
@@ -137,15 +96,14 @@ describe("provider plugins", function()
 
   setup(function()
     emu = emulator.start({ scenario = { tokens = TOKENS } })
-    dir = tmpdir()
-    config = dir .. "/gitfleet.yaml"
-    spit(config, config_text(emu.url))
+    dir = gf.tmpdir()
+    config = gf.write(dir .. "/gitfleet.yaml", config_text(emu.url))
     world = emu:world().owners
   end)
 
   teardown(function()
     if emu then emu:stop() end
-    if dir then os.execute("rm -rf " .. quote(dir)) end
+    gf.cleanup()
   end)
 
   -- What each provider lists for the user alice (the tokens' own account)
@@ -681,7 +639,7 @@ describe("provider plugins", function()
   describe("credentials", function()
     it("a refused token is disabled and the other tokens carry on", function()
       local cfg = dir .. "/bad-tokens.yaml"
-      spit(cfg, config_text(emu.url, {
+      gf.write(cfg, config_text(emu.url, {
         github = "      - { label: gh-bad, token: not-a-token }",
         gitlab = "      - { label: gl-bad, token: not-a-token }",
         bitbucket = "      - { label: bb-bad, username: alice, token: wrong-password }",
@@ -732,10 +690,10 @@ describe("provider plugins", function()
   describe("plugins from plugins.paths", function()
     it("a copy of gitea.lua under a new name is a provider of its own", function()
       local pdir = dir .. "/myplugins"
-      os.execute("mkdir -p " .. quote(pdir))
-      spit(pdir .. "/myforge.lua", slurp(PROVIDERS_DIR .. "/gitea.lua"))
+      os.execute("mkdir -p " .. gf.quote(pdir))
+      gf.write(pdir .. "/myforge.lua", gf.slurp(PROVIDERS_DIR .. "/gitea.lua"))
       local cfg = dir .. "/myforge.yaml"
-      spit(cfg, ([[
+      gf.write(cfg, ([[
 providers:
   myforge:
     base_url: "%s/api/v1"
@@ -743,7 +701,7 @@ providers:
 plugins: { paths: [ "%s" ] }
 cache: { enabled: false }
 ]]):format(emu.url, pdir))
-      local list = gitfleet("--config " .. quote(cfg) .. " providers")
+      local list = gitfleet({ "--config", cfg, "providers" })
       assert.equal(0, list.code, list.stderr)
       local line = list.stdout:match("\n(myforge[^\n]*)")
       assert.truthy(line, list.stdout)
@@ -760,20 +718,20 @@ cache: { enabled: false }
     end)
 
     it("the example plugin of docs/providers.md works against the emulator", function()
-      local doc = assert(slurp(ROOT .. "/docs/providers.md"))
+      local doc = assert(gf.slurp(ROOT .. "/docs/providers.md"))
       local code = doc:match("<!%-%- example%-plugin: tinyforge%.lua %-%->%s*```lua\n(.-)```")
       assert.truthy(code, "no example plugin block in docs/providers.md")
       local pdir = dir .. "/doc-example"
-      os.execute("mkdir -p " .. quote(pdir))
-      spit(pdir .. "/tinyforge.lua", code)
+      os.execute("mkdir -p " .. gf.quote(pdir))
+      gf.write(pdir .. "/tinyforge.lua", code)
       local cfg = dir .. "/tinyforge.yaml"
-      spit(cfg, ([[
+      gf.write(cfg, ([[
 plugins: { paths: [ "%s" ] }
 providers:
   tinyforge: { base_url: "%s/api/v1", tokens: [ gt-tok-1 ] }
 cache: { enabled: false }
 ]]):format(pdir, emu.url))
-      local list = gitfleet("--config " .. quote(cfg) .. " providers")
+      local list = gitfleet({ "--config", cfg, "providers" })
       assert.equal(0, list.code, list.stderr)
       assert.truthy(list.stdout:find("\ntinyforge%s+Tinyforge"), list.stdout)
       local r = ok_run(cfg, [[
@@ -800,11 +758,11 @@ cache: { enabled: false }
 
     local function broken(name, text)
       local pdir = dir .. "/broken-" .. name
-      os.execute("mkdir -p " .. quote(pdir))
-      spit(pdir .. "/" .. name .. ".lua", text)
+      os.execute("mkdir -p " .. gf.quote(pdir))
+      gf.write(pdir .. "/" .. name .. ".lua", text)
       local cfg = pdir .. "/config.yaml"
-      spit(cfg, ("plugins: { paths: [ %q ] }\ncache: { enabled: false }\n"):format(pdir))
-      return gitfleet("--config " .. quote(cfg) .. " providers"), pdir .. "/" .. name .. ".lua"
+      gf.write(cfg, ("plugins: { paths: [ %q ] }\ncache: { enabled: false }\n"):format(pdir))
+      return gitfleet({ "--config", cfg, "providers" }), pdir .. "/" .. name .. ".lua"
     end
 
     local valid = [[
@@ -878,9 +836,9 @@ describe("provider plugins under rate limits", function()
         gitea = { limit = 3, window = 2 },
       },
     } })
-    dir = tmpdir()
+    dir = gf.tmpdir()
     config = dir .. "/limits.yaml"
-    spit(config, ([[
+    gf.write(config, ([[
 providers:
   gitlab: { base_url: "%s/api/v4", tokens: [ { label: gl-1, token: gl-tok-1 } ] }
   bitbucket: { base_url: "%s/2.0", tokens: [ { label: bb-1, token: bb-tok-1 } ] }
@@ -893,7 +851,7 @@ cache: { enabled: false }
 
   teardown(function()
     if emu then emu:stop() end
-    if dir then os.execute("rm -rf " .. quote(dir)) end
+    gf.cleanup()
   end)
 
   before_each(function() emu:reset() end)

@@ -5,51 +5,15 @@
 --   GITFLEET_BIN=$PWD/gitfleet lua5.4 /usr/bin/busted spec/scripts_spec.lua
 
 local emulator = require("spec.support.emulator")
-local cjson = require("cjson")
+local gf = require("spec.support.gitfleet")
 
-local BIN = os.getenv("GITFLEET_BIN") or "./gitfleet"
-local WRAPPER = os.getenv("GITFLEET_WRAPPER") or ""
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local s = p:read("a")
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
-
-local ROOT = capture("pwd")
+local ROOT = gf.capture("pwd")
 
 -- Runs scripts/NAME.lua with args (a list); returns {code, stdout, stderr}.
 local function run_script(config, name, args)
-  local quoted = {}
-  for i, a in ipairs(args or {}) do quoted[i] = quote(a) end
-  local out, err = os.tmpname(), os.tmpname()
-  local cmd = ("GITFLEET_PROVIDERS=%s %s %s --config %s run %s %s >%s 2>%s"):format(quote(ROOT .. "/providers"),
-    WRAPPER, quote(BIN), quote(config), quote(ROOT .. "/scripts/" .. name .. ".lua"), table.concat(quoted, " "),
-    quote(out), quote(err))
-  local _, _, code = os.execute(cmd)
-  local r = { code = code, stdout = slurp(out) or "", stderr = slurp(err) or "" }
-  os.remove(out)
-  os.remove(err)
-  return r
+  local full = { "--config", config, "run", ROOT .. "/scripts/" .. name .. ".lua" }
+  for _, a in ipairs(args or {}) do full[#full + 1] = a end
+  return gf.run(full, { env = { GITFLEET_PROVIDERS = ROOT .. "/providers" } })
 end
 
 local function lines(text)
@@ -97,15 +61,14 @@ describe("example scripts", function()
       -- A small GitLab budget, so that the report has a token to flag.
       limits = { gitlab = { limit = 100, window = 3600 } },
     } })
-    dir = capture("mktemp -d")
-    config = dir .. "/gitfleet.yaml"
-    spit(config, config_text(emu.url))
+    dir = gf.tmpdir()
+    config = gf.write(dir .. "/gitfleet.yaml", config_text(emu.url))
     world = emu:world().owners
   end)
 
   teardown(function()
     if emu then emu:stop() end
-    if dir then os.execute("rm -rf " .. quote(dir)) end
+    gf.cleanup()
   end)
 
   before_each(function()
@@ -118,8 +81,7 @@ describe("example scripts", function()
       local r = run_script(config, "fetch-with-fallback", { "--providers", "github,gitlab", "acme/tools", "umbrella" })
       assert.equal(0, r.code, r.stderr)
       local by_provider, n = {}, 0
-      for _, line in ipairs(lines(r.stdout)) do
-        local rec = cjson.decode(line)
+      for _, rec in ipairs(gf.ndjson(r.stdout)) do
         by_provider[rec.provider] = (by_provider[rec.provider] or 0) + 1
         n = n + 1
       end
@@ -138,7 +100,7 @@ describe("example scripts", function()
 
     it("needs no token handling of its own: a refused token and server faults are the host's", function()
       local cfg = dir .. "/flaky.yaml"
-      spit(cfg, config_text(emu.url,
+      gf.write(cfg, config_text(emu.url,
         "      - { label: gh-revoked, token: revoked }\n      - { label: gh-1, token: gh-tok-1 }\n" ..
         "      - { label: gh-2, token: gh-tok-2 }"))
       emu:configure({ faults = { rate = 0.3, kinds = { "5xx" }, seed = 11 } })
@@ -199,7 +161,7 @@ describe("example scripts", function()
       local out = dir .. "/acme.csv"
       local r = run_script(config, "org-inventory", { "acme", out, "--provider", "github" })
       assert.equal(0, r.code, r.stderr)
-      local rows = lines(slurp(out))
+      local rows = lines(gf.slurp(out))
       assert.equal("name,language,stargazers_count,archived,pushed_at", rows[1])
       assert.equal(world.acme.repos + 1, #rows)
       local archived, last_stars = 0, math.huge

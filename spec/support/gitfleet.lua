@@ -114,27 +114,53 @@ function M.config(cfg, dir)
   return M.write(dir .. "/gitfleet.yaml", M.yaml(cfg)), dir
 end
 
--- Runs gitfleet with args (a list); returns { code, stdout, stderr }.
--- opts.env: extra environment; opts.stdin: a file for standard input;
--- opts.timeout: seconds before the run is killed (default 120).
-function M.run(args, opts)
+-- Runs a shell command line with its standard output and error captured;
+-- returns { code, stdout, stderr, seconds }. opts.pipe: a shell command that
+-- reads the command's standard output (r.stdout is then what it printed, and
+-- r.code its exit status).
+function M.sh(cmd, opts)
   opts = opts or {}
   local dir = M.tmpdir()
   local out, err = dir .. "/stdout", dir .. "/stderr"
+  if opts.pipe then
+    cmd = cmd .. " 2>" .. quote(err) .. " | " .. opts.pipe .. " >" .. quote(out)
+  else
+    cmd = cmd .. " >" .. quote(out) .. " 2>" .. quote(err)
+  end
+  local started = os.time()
+  local _, _, code = os.execute(cmd)
+  return { code = code, stdout = M.slurp(out) or "", stderr = M.slurp(err) or "", seconds = os.time() - started }
+end
+
+-- Standard output of a shell command, without its trailing whitespace.
+function M.capture(cmd)
+  local p = assert(io.popen(cmd))
+  local s = p:read("a")
+  p:close()
+  return (s:gsub("%s+$", ""))
+end
+
+-- Runs gitfleet with args (a list); returns { code, stdout, stderr }.
+-- opts.env: extra environment; opts.unset: names of variables to remove
+-- from it; opts.stdin: a file for standard input; opts.timeout: seconds
+-- before the run is killed (default 120); opts.before: shell commands run
+-- first, in the same shell (traps, ulimit); opts.pipe: as for M.sh.
+function M.run(args, opts)
+  opts = opts or {}
   local cmd = {}
-  if opts.env then
+  if opts.before then cmd[#cmd + 1] = opts.before end
+  if opts.env or opts.unset then
     cmd[#cmd + 1] = "env"
-    for k, v in pairs(opts.env) do cmd[#cmd + 1] = k .. "=" .. quote(v) end
+    -- env takes its -u options before the assignments.
+    for _, k in ipairs(opts.unset or {}) do cmd[#cmd + 1] = "-u " .. quote(k) end
+    for k, v in pairs(opts.env or {}) do cmd[#cmd + 1] = k .. "=" .. quote(v) end
   end
   cmd[#cmd + 1] = "timeout -s KILL " .. tostring(opts.timeout or 120)
   if M.wrapper and not opts.no_wrapper then cmd[#cmd + 1] = M.wrapper end
   cmd[#cmd + 1] = quote(M.bin)
   for _, a in ipairs(args) do cmd[#cmd + 1] = quote(a) end
   cmd[#cmd + 1] = "<" .. quote(opts.stdin or "/dev/null")
-  cmd[#cmd + 1] = ">" .. quote(out) .. " 2>" .. quote(err)
-  local started = os.time()
-  local _, _, code = os.execute(table.concat(cmd, " "))
-  return { code = code, stdout = M.slurp(out) or "", stderr = M.slurp(err) or "", seconds = os.time() - started }
+  return M.sh(table.concat(cmd, " "), opts)
 end
 
 -- Runs a Lua script (source text) with a config; returns the run.
