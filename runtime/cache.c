@@ -237,14 +237,13 @@ static uint64_t xxh64(const void *data, size_t len, uint64_t seed)
     uint64_t h;
     if (len >= 32) {
         uint64_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
-        const unsigned char *limit = end - 32;
         do {
             v1 = xxh_round(v1, read64(p));
             v2 = xxh_round(v2, read64(p + 8));
             v3 = xxh_round(v3, read64(p + 16));
             v4 = xxh_round(v4, read64(p + 24));
             p += 32;
-        } while (p <= limit);
+        } while (end - p >= 32);
         h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
         h = xxh_merge(h, v1);
         h = xxh_merge(h, v2);
@@ -254,11 +253,12 @@ static uint64_t xxh64(const void *data, size_t len, uint64_t seed)
         h = seed + P5;
     }
     h += (uint64_t)len;
-    for (; p + 8 <= end; p += 8) {
+    /* Compare what is left, never form a pointer past the end. */
+    for (; end - p >= 8; p += 8) {
         h ^= xxh_round(0, read64(p));
         h = rotl64(h, 27) * P1 + P4;
     }
-    if (p + 4 <= end) {
+    if (end - p >= 4) {
         h ^= (uint64_t)read32(p) * P1;
         h = rotl64(h, 23) * P2 + P3;
         p += 4;

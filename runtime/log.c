@@ -20,7 +20,6 @@ static size_t nsecrets;
 static char progress_line[512]; /* shown at the bottom of stderr; "" if none */
 
 void fleet_log_set_level(int level) { current_level = level; }
-int fleet_log_level(void) { return current_level; }
 
 /* The progress line is erased before a log line and drawn again after, so
  * the two never mix. */

@@ -8,7 +8,6 @@
 #include "config.h" /* enum fleet_log_level */
 
 void fleet_log_set_level(int level);
-int fleet_log_level(void);
 
 /* printf-like; prefixes "gitfleet: " (and "warning: " / "error: "), appends a
  * newline, and redacts every registered secret before writing. */

@@ -77,8 +77,6 @@ static const struct fleet_embedded *find_builtin(const char *name)
     return NULL;
 }
 
-int fleet_lstate_has_builtin(const char *name) { return find_builtin(name) != NULL; }
-
 int fleet_lstate_load_builtin(lua_State *L, const char *name)
 {
     const struct fleet_embedded *e = find_builtin(name);

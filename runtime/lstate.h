@@ -23,9 +23,6 @@ int fleet_lstate_pcall(lua_State *L, int nargs, int nresults);
  * function. Returns LUA_OK, or an error status with the message pushed. */
 int fleet_lstate_load_builtin(lua_State *L, const char *name);
 
-/* True if a built-in chunk called NAME exists. */
-int fleet_lstate_has_builtin(const char *name);
-
 /* Calls fn(L, ud) in protected mode, so that a memory error while building
  * values does not abort the process. Returns the lua_pcall status; on error
  * the message is left on the stack. */
