@@ -689,7 +689,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     switch (verdict.cls) {
     case CLASS_OK:
         host->stats.responses_ok++;
-        fleet_pool_success(host->pool, tok, now);
+        fleet_pool_success(host->pool, tok, r->sent_inflight, now);
         if (status == 200 && r->cacheable && host->cache && !r->no_credentials)
             store_in_cache(host, r, tok);
         r->resp.status = status;
@@ -699,7 +699,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
         break;
     case CLASS_NOT_MODIFIED:
         host->stats.not_modified++;
-        fleet_pool_success(host->pool, tok, now);
+        fleet_pool_success(host->pool, tok, r->sent_inflight, now);
         if (r->has_cached && !cached_body(host, r)) {
             /* The stored copy cannot be read back: fetch it anew. */
             r->skip_cache = true;

@@ -443,14 +443,16 @@ void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t)
     t->disabled = true;
 }
 
-void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, double now)
+void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, double now)
 {
     (void)pool;
     (void)now;
-    /* Additive increase: one more concurrent request per full window of
-     * successes, up to the cap, so a provider's concurrency limit is found
-     * with one refusal rather than a burst of them. */
-    if (t->cwnd >= t->cap)
+    /* Additive increase: one more concurrent request per window of
+     * successes, up to the cap — counting only requests sent with the
+     * window full, the ones that showed the provider takes that many at
+     * once. So the window never runs ahead of what was tried, and a
+     * provider's concurrency limit is found with one refusal, not a burst. */
+    if (t->cwnd >= t->cap || sent_inflight < t->cwnd)
         return;
     if (++t->acked >= t->cwnd) {
         t->cwnd++;

@@ -111,8 +111,9 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
 /* 401: the token is not used again this run. */
 void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t);
 
-/* A request on t succeeded: its concurrency may grow. */
-void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, double now);
+/* A request on t, sent with sent_inflight requests in flight on it
+ * (itself included), succeeded: its concurrency may grow. */
+void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, double now);
 
 /* Records the account a token belongs to; tokens of one account then share
  * one budget per resource. */

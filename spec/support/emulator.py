@@ -1748,6 +1748,22 @@ class Emulator:
                 if fault == "5xx":
                     fault_status = 502 if self.fault_rng.random() < 0.5 else 503
         tstats = None
+        released = False
+
+        def release():
+            # A request stops counting as in flight when its response starts
+            # going out: a client that sends its next request the moment it
+            # has read a response must not find the old one still counted.
+            nonlocal released
+            if released:
+                return
+            released = True
+            with self.lock:
+                self.in_flight -= 1
+                if tstats is not None:
+                    tstats["in_flight"] -= 1
+
+        h.release_in_flight = release
         try:
             if fault == "drop":
                 raise DropConnection()
@@ -1767,10 +1783,8 @@ class Emulator:
             req.account = cred.account if cred else None
             self._serve(req, fault, live)
         finally:
-            with self.lock:
-                self.in_flight -= 1
-                if tstats is not None:
-                    tstats["in_flight"] -= 1
+            release()
+            h.release_in_flight = None
 
     def site(self, provider, host, prefix) -> Site:
         key = (provider, host, prefix)
@@ -1984,6 +1998,9 @@ class Emulator:
     @staticmethod
     def _emit(h, head_bytes, body, truncate):
         h.response_started = True
+        release = getattr(h, "release_in_flight", None)
+        if release:
+            release()
         if truncate:
             h.close_connection = True
             h.wfile.write(head_bytes + body[: len(body) // 2])
