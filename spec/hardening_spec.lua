@@ -79,6 +79,37 @@ describe("untrusted input", function()
   end)
 end)
 
+describe("a plugin that cannot read what a provider sent", function()
+  after_each(function()
+    emulator.stop_all()
+    gf.cleanup()
+  end)
+
+  it("costs that owner a decode error, not the run", function()
+    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 20 } } } })
+    local dir = gf.tmpdir()
+    os.execute("mkdir -p " .. dir .. "/plugins")
+    gf.write(dir .. "/plugins/brittle.lua", [[
+      return {
+        base_url = "http://127.0.0.1:9", auth = { header = "Authorization", scheme = "Bearer" },
+        pagination = { style = "link", page_param = "page" },
+        repositories = function(api, owner) return api:pages("/orgs/" .. owner .. "/repos") end,
+        -- owner is an object: concatenating it raises
+        normalize_repository = function(r) return { name = r.name .. r.owner } end,
+      }
+    ]])
+    local cfg = gf.config({ providers = { brittle = { base_url = emu.url }, github = { base_url = emu.url } },
+      plugin_paths = { dir .. "/plugins" } }, dir)
+    local r = gf.run_script([[
+      local repos, err = fleet.fetch_repositories("acme", { provider = "brittle" })
+      print(repos, err.kind, err.owner, err.provider)
+      print(#assert(fleet.fetch_repositories("acme", { provider = "github" })))
+    ]], cfg)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("^nil\tdecode\tacme\tbrittle\n%d+\n$", r.stdout)
+  end)
+end)
+
 describe("runaway Lua", function()
   after_each(gf.cleanup)
 

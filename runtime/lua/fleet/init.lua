@@ -122,14 +122,27 @@ end
 ---------------------------------------------------------------------------
 -- Repositories
 
-local function normalizer(api, opts)
+-- A function that normalises a page of provider objects into out[n+1..]
+-- and returns the new n — or nil, err when the plugin cannot read one: a
+-- provider sending something unexpected costs that owner, not the run.
+local function page_normalizer(api, opts, owner)
   local normalize, name, raw = api.plugin.normalize_repository, api.name, opts and opts.raw
   local integers = records.integers
-  return function(item)
-    local rec = integers(normalize(item, api))
-    rec.provider = name
-    if raw then rec.raw = item end
-    return rec
+  local function each(items, out, n)
+    for i = 1, #items do
+      local rec = integers(normalize(items[i], api))
+      rec.provider = name
+      if raw then rec.raw = items[i] end
+      n = n + 1
+      out[n] = rec
+    end
+    return n
+  end
+  return function(items, out, n)
+    local ok, result = pcall(each, items, out, n)
+    if ok then return result end
+    return nil, fleet.error("decode", ("the %s plugin could not read a repository of %s: %s")
+      :format(name, owner, tostring(result)), { provider = name, owner = owner })
   end
 end
 
@@ -149,7 +162,23 @@ local function open_repositories(owner, opts)
     end
     return nil, err
   end
-  return pages, normalizer(api, opts)
+  return pages, page_normalizer(api, opts, owner)
+end
+
+-- The next page of records: an array, nil at the end, or raises the err.
+local function next_page(pages, normalize, owner)
+  local items, err = pages:next()
+  if not items then
+    if err then
+      err.owner = err.owner or owner
+      error(err, 0)
+    end
+    return nil
+  end
+  local out = {}
+  local n, nerr = normalize(items, out, 0)
+  if not n then error(nerr, 0) end
+  return out
 end
 
 -- records, err = fleet.fetch_repositories(owner [, opts])
@@ -167,10 +196,8 @@ function fleet.fetch_repositories(owner, opts)
       end
       return out
     end
-    for i = 1, #items do
-      n = n + 1
-      out[n] = normalize(items[i])
-    end
+    n, err = normalize(items, out, n)
+    if not n then return nil, err end
   end
 end
 
@@ -181,22 +208,15 @@ end
 function fleet.each_repository(owner, opts)
   local pages, normalize = open_repositories(owner, opts)
   if not pages then return nil, normalize end
-  local items, i = {}, 0
+  local page, i = {}, 0
   return function()
     i = i + 1
-    while i > #items do
-      local err
-      items, err = pages:next()
-      if not items then
-        if err then
-          err.owner = err.owner or owner
-          error(err, 0)
-        end
-        return nil
-      end
+    while i > #page do
+      page = next_page(pages, normalize, owner)
+      if not page then return nil end
       i = 1
     end
-    return normalize(items[i])
+    return page[i]
   end
 end
 
@@ -205,19 +225,7 @@ end
 function fleet.each_repository_page(owner, opts)
   local pages, normalize = open_repositories(owner, opts)
   if not pages then return nil, normalize end
-  return function()
-    local items, err = pages:next()
-    if not items then
-      if err then
-        err.owner = err.owner or owner
-        error(err, 0)
-      end
-      return nil
-    end
-    local out = {}
-    for i = 1, #items do out[i] = normalize(items[i]) end
-    return out
-  end
+  return function() return next_page(pages, normalize, owner) end
 end
 
 -- record, err = fleet.fetch_repository_details(owner, repo [, opts])
