@@ -5,6 +5,8 @@
 #   make SANITIZE=1 test   the same with ASan + UBSan (build/asan/gitfleet)
 #   make demo          build and fetch from the bundled emulator
 #   make bench         benchmark against peers (not part of test)
+#   make valgrind      the specs tagged #valgrind under valgrind
+#   make fuzz          every fuzz harness for FUZZ_SECONDS (60) each
 #   make install PREFIX=/usr/local
 
 VERSION := 0.1.0
@@ -42,7 +44,9 @@ LUA_SRCS = $(shell find runtime/lua -name '*.lua' | sort)
 # "runtime/lua/commands/fetch.lua" -> "commands.fetch".
 lua_name = $(subst /,.,$(patsubst runtime/lua/%.lua,%,$(patsubst %/init.lua,%.lua,$(1))))
 
-.PHONY: all deps test test-deps demo bench install uninstall clean valgrind fuzz lint
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps test test-deps demo bench install uninstall clean valgrind fuzz
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -89,6 +93,11 @@ valgrind: test-deps $(BIN)
 	@tools/deps.sh valgrind
 	GITFLEET_BIN=$(abspath $(BIN)) GITFLEET_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=$(abspath tools/valgrind.supp)" \
 		lua5.4 /usr/bin/busted --tags=valgrind
+
+# Every libFuzzer harness (fuzz/) for FUZZ_SECONDS each.
+fuzz:
+	@tools/deps.sh fuzz
+	$(MAKE) -C fuzz run SECONDS=$(FUZZ_SECONDS)
 
 install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/providers $(DESTDIR)$(DATADIR)/scripts \

@@ -39,7 +39,7 @@ local P = {
 }
 
 local util = require("fleet.plugin")
-local v, esc, filtered = util.value, util.escape, util.filtered
+local v, esc, filtered, object = util.value, util.escape, util.filtered, util.object
 
 local function is_fork(r) return v(r.parent) ~= nil end
 
@@ -76,7 +76,7 @@ end
 -- "https://user@bitbucket.org/w/r.git" -> "https://bitbucket.org/w/r.git":
 -- Bitbucket puts the caller's username in https clone links.
 local function clone_link(links, name)
-  for _, c in ipairs(v(links and links.clone) or {}) do
+  for _, c in ipairs(object(links and links.clone) or {}) do
     if type(c) == "table" and v(c.name) == name then
       local href = v(c.href)
       if name == "https" and type(href) == "string" then href = href:gsub("^(https?://)[^/@]+@", "%1") end
@@ -86,7 +86,7 @@ local function clone_link(links, name)
 end
 
 local function href(links, name)
-  local l = links and v(links[name])
+  local l = links and object(links[name])
   return l and v(l.href)
 end
 
@@ -105,13 +105,14 @@ P.repository_keys = {
 }
 
 function P.normalize_repository(r)
-  local links = v(r.links)
-  local ws = v(r.workspace)
+  r = object(r) or {} -- the host passes objects only; anything else reads as empty
+  local links = object(r.links)
+  local ws = object(r.workspace)
   local full_name = v(r.full_name)
   local private = v(r.is_private)
   local visibility
   if private ~= nil then visibility = private and "private" or "public" end
-  local main = v(r.mainbranch)
+  local main = object(r.mainbranch)
   local language = v(r.language)
   if language == "" then language = nil end
   local owner = ws and v(ws.slug)

@@ -27,7 +27,7 @@ local P = {
 }
 
 local util = require("fleet.plugin")
-local v, esc, filtered = util.value, util.escape, util.filtered
+local v, esc, filtered, object = util.value, util.escape, util.filtered, util.object
 
 local PAGE = 50
 
@@ -72,7 +72,8 @@ P.repository_keys = {
 }
 
 function P.normalize_repository(r)
-  local owner = v(r.owner)
+  r = object(r) or {} -- the host passes objects only; anything else reads as empty
+  local owner = object(r.owner)
   local private, internal = v(r.private), v(r.internal)
   local visibility
   if internal == true then

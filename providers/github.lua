@@ -32,7 +32,7 @@ local P = {
 }
 
 local util = require("fleet.plugin")
-local v, esc = util.value, util.escape
+local v, esc, object = util.value, util.escape, util.object
 
 -- Organisations list private and internal repositories to members; users'
 -- lists are public ones. A name that is not an organisation answers 404
@@ -53,7 +53,8 @@ P.repository_keys = {
 }
 
 function P.normalize_repository(r)
-  local owner = v(r.owner)
+  r = object(r) or {} -- the host passes objects only; anything else reads as empty
+  local owner = object(r.owner)
   local topics = v(r.topics)
   return {
     id = v(r.id),

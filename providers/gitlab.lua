@@ -37,7 +37,7 @@ local P = {
 }
 
 local util = require("fleet.plugin")
-local v, esc, filtered = util.value, util.escape, util.filtered
+local v, esc, filtered, object = util.value, util.escape, util.filtered, util.object
 
 local function is_fork(r)
   return v(r.forked_from_project) ~= nil
@@ -89,8 +89,9 @@ end
 -- The project's most used language, where a details call fetched it.
 local function main_language(languages)
   local best, share = nil, -1
-  for name, pct in pairs(languages or {}) do
-    if type(pct) == "number" and (pct > share or (pct == share and name < best)) then
+  for name, pct in pairs(object(languages) or {}) do
+    if type(name) == "string" and type(pct) == "number"
+        and (pct > share or (pct == share and (best == nil or name < best))) then
       best, share = name, pct
     end
   end
@@ -114,7 +115,8 @@ P.repository_keys = {
 }
 
 function P.normalize_repository(r)
-  local ns = v(r.namespace)
+  r = object(r) or {} -- the host passes objects only; anything else reads as empty
+  local ns = object(r.namespace)
   local visibility = v(r.visibility)
   local private
   if visibility then private = visibility ~= "public" end

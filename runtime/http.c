@@ -8,6 +8,7 @@
  * finishes it and wakes its waiting tasks. */
 #include "http.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -485,6 +486,9 @@ double fleet_http_dispatch(struct fleet_host *host, double now)
 
 /* ---- completion ---- */
 
+/* A header count as a long: a server may send any number of digits. */
+static long to_count(double x) { return x >= 9.2e18 ? LONG_MAX : (long)x; }
+
 static void parse_budget(const struct fleet_provider *p, const char *hb, size_t hl, struct fleet_budget_obs *obs,
                          double now)
 {
@@ -494,15 +498,15 @@ static void parse_budget(const struct fleet_provider *p, const char *hb, size_t 
     double x;
     if (p->h_limit && (v = fleet_header_find(hb, hl, p->h_limit, &n)) && fleet_parse_number(v, n, &x)) {
         obs->has_limit = true;
-        obs->limit = (long)x;
+        obs->limit = to_count(x);
     }
     if (p->h_remaining && (v = fleet_header_find(hb, hl, p->h_remaining, &n)) && fleet_parse_number(v, n, &x)) {
         obs->has_remaining = true;
-        obs->remaining = (long)x;
+        obs->remaining = to_count(x);
     }
     if (p->h_used && (v = fleet_header_find(hb, hl, p->h_used, &n)) && fleet_parse_number(v, n, &x)) {
         obs->has_used = true;
-        obs->used = (long)x;
+        obs->used = to_count(x);
     }
     if (p->h_reset && (v = fleet_header_find(hb, hl, p->h_reset, &n)) && fleet_parse_number(v, n, &x)) {
         obs->has_reset = true;

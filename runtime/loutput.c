@@ -282,7 +282,8 @@ static bool collect_members(struct enc *e, int idx, int skipset, size_t base, bo
             w->ents[i].key = lua_tolstring(L, w->ents[i].slot - 1, &w->ents[i].len);
     if (skipset)
         skip_listed(L, w, base, skipset);
-    sort_entries(w->ents + base, w->nents - base);
+    if (w->nents > base) /* an empty table may come before w->ents exists */
+        sort_entries(w->ents + base, w->nents - base);
     return true;
 }
 

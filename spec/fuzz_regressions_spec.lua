@@ -5,9 +5,9 @@
 -- (fuzz/regressions/NAME/). A harness aborts on any broken invariant and
 -- LeakSanitizer fails the run on a leak, so "exit 0, N inputs" is a pass.
 --
--- Findings that are not fixed in this repository yet (a plugin that raises
--- on bad data, loutput.c's undefined behaviour) are replayed too, and are
--- pending, saying what still fails, until they are fixed; then they pass.
+-- The findings (plugins that raised on bad data, loutput.c's undefined
+-- behaviour) are replayed too: each once failed, and must pass now.
+-- Without clang the harness specs are pending (make test installs clang).
 --
 -- The CSV writer regression also runs through the real binary (GITFLEET_BIN,
 -- default ./gitfleet), which is how it was reached.
@@ -16,7 +16,7 @@
 local gf = require("spec.support.gitfleet")
 
 local quote = gf.quote
-local HARNESSES = { "link", "retry_after", "config", "output", "records" }
+local HARNESSES = { "link", "retry_after", "config", "output", "records", "json", "gunzip" }
 local SANITIZER_ENV = "ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "
 
 -- Runs a shell command; returns exit code and its output (stdout + stderr).
@@ -95,26 +95,16 @@ describe("fuzz harnesses, replayed without libFuzzer #fuzz", function()
           failing[#failing + 1] = file .. ": " .. (out:match("plugin %S+ raised on bad data: ([^\n]*)") or out)
         end
       end
-      if #failing > 0 then
-        pending(("%d input(s) still make providers/%s.lua raise:\n  %s"):format(#failing, plugin,
-          table.concat(failing, "\n  ")))
-      end
+      assert(#failing == 0, ("%d input(s) make providers/%s.lua raise:\n  %s"):format(#failing, plugin,
+        table.concat(failing, "\n  ")))
     end)
   end
 
-  -- loutput.c computes w->ents + base while w->ents is NULL (UBSan:
-  -- "applying zero offset to null pointer"); fuzz/Makefile turns that one
-  -- check off for loutput.c until it is fixed. Built strictly here.
-  it("records: the writer has no undefined behaviour on nested empty tables (strict UBSan)", function()
-    if not have_clang then pending("clang is not installed (tools/deps.sh fuzz installs it)") end
-    local strict = "build/fuzz-strict"
-    local code, out = sh("make -s -C fuzz standalone HARNESSES=records LOUTPUT_WORKAROUND= B=../" .. strict)
-    assert(code == 0, "strict build failed:\n" .. out)
-    code, out = replay("records", { "fuzz/regressions/records-strict" }, nil, strict)
-    if code ~= 0 and out:find("loutput.c", 1, true) and out:find("null pointer", 1, true) then
-      pending("runtime/loutput.c still does NULL + 0 (collect_members/sort_entries):\n" ..
-        (out:match("[^\n]*runtime error[^\n]*") or out))
-    end
+  -- loutput.c computed w->ents + base while w->ents was NULL (clang's UBSan:
+  -- "applying zero offset to null pointer"); found by the records fuzzer.
+  it("records: the writer has no undefined behaviour on nested empty tables (clang UBSan)", function()
+    build()
+    local code, out = replay("records", { "fuzz/regressions/records-strict" })
     assert.are.equal(0, code, out)
   end)
 end)
@@ -143,13 +133,9 @@ assert(w:close())
   end)
 
   -- loutput.c: an empty table nested in a CSV cell (found by the records
-  -- fuzzer, fuzz/regressions/records-strict/). Right output in any build;
-  -- a sanitizer build reports the NULL + 0 until loutput.c is fixed.
+  -- fuzzer, fuzz/regressions/records-strict/).
   it("writes a list holding an empty table as JSON in a CSV cell", function()
     local r, text = write_csv('{ name = "a", raw = { {} } }')
-    if r.code ~= 0 and r.stderr:find("null pointer", 1, true) then
-      pending("runtime/loutput.c NULL + 0 under UBSan: " .. (r.stderr:match("[^\n]*runtime error[^\n]*") or ""))
-    end
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("name,topics,raw\r\na,,[]\r\n", text)
   end)

@@ -130,6 +130,7 @@ local function page_normalizer(api, opts, owner)
   local integers = records.integers
   local function each(items, out, n)
     for i = 1, #items do
+      if type(items[i]) ~= "table" then error(("item %d of a page is not an object"):format(i), 0) end
       local rec = integers(normalize(items[i], api))
       rec.provider = name
       if raw then rec.raw = items[i] end

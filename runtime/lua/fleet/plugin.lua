@@ -11,6 +11,14 @@ function util.value(x)
   return x
 end
 
+-- x when it is a JSON object or array (a table), nil otherwise: for the
+-- fields a normaliser reads into, so a provider sending a number where an
+-- object belongs gives nil fields rather than an error.
+function util.object(x)
+  if type(x) == "table" then return x end
+  return nil
+end
+
 -- One URL path segment: every byte but the unreserved ones percent-encoded,
 -- so "acme/tools" becomes "acme%2Ftools" (GitLab's full paths).
 function util.escape(s)
