@@ -152,17 +152,13 @@ end
 -- so fleet.fetch_contributors answers nil, err ("does not support").
 
 function P.branches(api, owner, repo)
-  local items, err = api:collect("/repositories/" .. esc(owner) .. "/" .. esc(repo) .. "/refs/branches",
-    { query = { pagelen = 100 } })
-  if not items then return nil, err end
-  local out = {}
-  for i, b in ipairs(items) do
-    local target = v(b.target)
-    -- Protection is a separate setting (branch restrictions), not part of
-    -- a branch: protected is nil.
-    out[i] = { name = v(b.name), commit_sha = target and v(target.hash), protected = nil }
-  end
-  return out
+  return util.list(api, "/repositories/" .. esc(owner) .. "/" .. esc(repo) .. "/refs/branches",
+    { query = { pagelen = 100 } }, function(b)
+      local target = object(b.target)
+      -- Protection is a separate setting (branch restrictions), not part
+      -- of a branch: protected is nil.
+      return { name = v(b.name), commit_sha = target and v(target.hash), protected = nil }
+    end)
 end
 
 -- The email address needs another scope (/user/emails): nil here.

@@ -117,15 +117,11 @@ end
 -- graph is not part of it): no `contributors` here.
 
 function P.branches(api, owner, repo)
-  local items, err = api:collect("/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/branches",
-    { query = { limit = PAGE } })
-  if not items then return nil, err end
-  local out = {}
-  for i, b in ipairs(items) do
-    local commit = v(b.commit)
-    out[i] = { name = v(b.name), commit_sha = commit and v(commit.id), protected = v(b.protected) }
-  end
-  return out
+  return util.list(api, "/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/branches",
+    { query = { limit = PAGE } }, function(b)
+      local commit = object(b.commit)
+      return { name = v(b.name), commit_sha = commit and v(commit.id), protected = v(b.protected) }
+    end)
 end
 
 function P.user_info(api)

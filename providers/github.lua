@@ -87,27 +87,19 @@ function P.repository_details(api, owner, repo)
 end
 
 function P.contributors(api, owner, repo)
-  local items, err = api:collect("/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/contributors",
-    { query = { per_page = 100 } })
-  if not items then return nil, err end
-  local out = {}
-  for i, c in ipairs(items) do
-    out[i] = { login = v(c.login), id = v(c.id), name = v(c.name), email = v(c.email),
-      contributions = v(c.contributions), html_url = v(c.html_url) }
-  end
-  return out
+  return util.list(api, "/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/contributors",
+    { query = { per_page = 100 } }, function(c)
+      return { login = v(c.login), id = v(c.id), name = v(c.name), email = v(c.email),
+        contributions = v(c.contributions), html_url = v(c.html_url) }
+    end)
 end
 
 function P.branches(api, owner, repo)
-  local items, err = api:collect("/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/branches",
-    { query = { per_page = 100 } })
-  if not items then return nil, err end
-  local out = {}
-  for i, b in ipairs(items) do
-    local commit = v(b.commit)
-    out[i] = { name = v(b.name), commit_sha = commit and v(commit.sha), protected = v(b.protected) }
-  end
-  return out
+  return util.list(api, "/repos/" .. esc(owner) .. "/" .. esc(repo) .. "/branches",
+    { query = { per_page = 100 } }, function(b)
+      local commit = object(b.commit)
+      return { name = v(b.name), commit_sha = commit and v(commit.sha), protected = v(b.protected) }
+    end)
 end
 
 function P.user_info(api)

@@ -169,27 +169,19 @@ end
 -- GitLab counts contributors by commit author (name and email); there is
 -- no login, id or profile URL.
 function P.contributors(api, owner, repo)
-  local items, err = api:collect("/projects/" .. project_id(owner, repo) .. "/repository/contributors",
-    { query = { per_page = 100 } })
-  if not items then return nil, err end
-  local out = {}
-  for i, c in ipairs(items) do
-    out[i] = { login = nil, id = nil, name = v(c.name), email = v(c.email), contributions = v(c.commits),
-      html_url = nil }
-  end
-  return out
+  return util.list(api, "/projects/" .. project_id(owner, repo) .. "/repository/contributors",
+    { query = { per_page = 100 } }, function(c)
+      return { login = nil, id = nil, name = v(c.name), email = v(c.email), contributions = v(c.commits),
+        html_url = nil }
+    end)
 end
 
 function P.branches(api, owner, repo)
-  local items, err = api:collect("/projects/" .. project_id(owner, repo) .. "/repository/branches",
-    { query = { per_page = 100 } })
-  if not items then return nil, err end
-  local out = {}
-  for i, b in ipairs(items) do
-    local commit = v(b.commit)
-    out[i] = { name = v(b.name), commit_sha = commit and v(commit.id), protected = v(b.protected) }
-  end
-  return out
+  return util.list(api, "/projects/" .. project_id(owner, repo) .. "/repository/branches",
+    { query = { per_page = 100 } }, function(b)
+      local commit = object(b.commit)
+      return { name = v(b.name), commit_sha = commit and v(commit.id), protected = v(b.protected) }
+    end)
 end
 
 function P.user_info(api)

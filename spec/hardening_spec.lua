@@ -108,6 +108,49 @@ describe("a plugin that cannot read what a provider sent", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.matches("^nil\tdecode\tacme\tbrittle\n%d+\n$", r.stdout)
   end)
+
+  it("costs a branches, details or user call a decode error naming the plugin's file and line", function()
+    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 3 } } } })
+    local dir = gf.tmpdir()
+    os.execute("mkdir -p " .. dir .. "/plugins")
+    gf.write(dir .. "/plugins/brittle.lua", [[
+      local util = require("fleet.plugin")
+      return {
+        base_url = "http://127.0.0.1:9", auth = { header = "Authorization", scheme = "Bearer" },
+        pagination = { style = "link", page_param = "page" },
+        repositories = function(api, owner) return api:pages("/orgs/" .. owner .. "/repos") end,
+        normalize_repository = function(r) return { name = r.name .. r.owner } end,
+        repository_details = function(api, owner, repo) return api:get("/repos/" .. owner .. "/" .. repo) end,
+        branches = function(api, owner, repo)
+          return util.list(api, "/repos/" .. owner .. "/" .. repo .. "/branches", {},
+            function(b) return { name = b.name .. b.commit } end)
+        end,
+        user_info = function(api) local u = api:get("/user"); return { login = u.login .. u.id .. u.plan } end,
+      }
+    ]])
+    local cfg = gf.config({ providers = { brittle = { base_url = emu.url }, github = { base_url = emu.url } },
+      plugin_paths = { dir .. "/plugins" } }, dir)
+    local r = gf.run_script([[
+      local repo = assert(fleet.fetch_repositories("acme", { provider = "github" }))[1].name
+      for _, call in ipairs({
+        function() return fleet.fetch_branches("acme", repo, { provider = "brittle" }) end,
+        function() return fleet.fetch_repository_details("acme", repo, { provider = "brittle" }) end,
+        function() return fleet.fetch_user_info("brittle") end,
+      }) do
+        local ok, err = call()
+        print(ok, err.kind, err.provider, err.message)
+      end
+      print(#assert(fleet.fetch_branches("acme", repo, { provider = "github" })) > 0)
+    ]], cfg)
+    assert.are.equal(0, r.code, r.stderr)
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(4, #lines, r.stdout)
+    for i = 1, 3 do
+      assert.matches("^nil\tdecode\tbrittle\tthe brittle plugin could not read .*brittle%.lua:%d+:", lines[i])
+    end
+    assert.are.equal("true", lines[4])
+  end)
 end)
 
 describe("runaway Lua", function()

@@ -114,6 +114,20 @@ local function api_for(opts)
   return api
 end
 
+-- Calls a plugin function. A plugin that cannot read what its provider
+-- sent raises; that costs this one call a decode error (naming the plugin
+-- and, through the message, its file and line) instead of the whole run.
+-- Errors that are not the plugin's own go on up: out of memory, os.exit,
+-- and structured errors.
+local function plugin_call(api, what, fn, ...)
+  local res = table.pack(pcall(fn, ...))
+  if res[1] then return table.unpack(res, 2, res.n) end
+  local e = res[2]
+  if type(e) ~= "string" or e == "not enough memory" then error(e, 0) end
+  return nil, fleet.error("decode", ("the %s plugin could not read %s: %s"):format(api.name, what, e),
+    { provider = api.name })
+end
+
 local function unsupported(api, what)
   return nil, fleet.error("http", ("provider %s does not support %s"):format(api.name, what),
     { provider = api.name })
@@ -233,9 +247,15 @@ end
 function fleet.fetch_repository_details(owner, repo, opts)
   local api = api_for(opts)
   if not api.plugin.repository_details then return unsupported(api, "repository details") end
-  local raw, err = api.plugin.repository_details(api, owner, repo, opts or {})
+  local what = ("repository %s/%s"):format(tostring(owner), tostring(repo))
+  local raw, err = plugin_call(api, what, api.plugin.repository_details, api, owner, repo, opts or {})
   if not raw then return nil, err end
-  local rec = records.integers(api.plugin.normalize_repository(raw, api, true))
+  local rec
+  rec, err = plugin_call(api, what, function()
+    if type(raw) ~= "table" then error("the repository is not an object", 0) end
+    return records.integers(api.plugin.normalize_repository(raw, api, true))
+  end)
+  if not rec then return nil, err end
   rec.provider = api.name
   if opts and opts.raw then rec.raw = raw end
   return rec
@@ -246,7 +266,8 @@ local function list_call(field, what)
     local api = api_for(opts)
     local fn = api.plugin[field]
     if not fn then return unsupported(api, what) end
-    local list, err = fn(api, owner, repo, opts or {})
+    local list, err = plugin_call(api, ("the %s of %s/%s"):format(what, tostring(owner), tostring(repo)),
+      fn, api, owner, repo, opts or {})
     if not list then return nil, err end
     for _, rec in ipairs(list) do
       records.integers(rec)
@@ -268,7 +289,7 @@ fleet.fetch_branches = list_call("branches", "branches")
 function fleet.fetch_user_info(provider, opts)
   local api = api_for({ provider = provider, token = opts and opts.token })
   if not api.plugin.user_info then return unsupported(api, "user info") end
-  local user, err = api.plugin.user_info(api)
+  local user, err = plugin_call(api, "the user", api.plugin.user_info, api)
   if not user then return nil, err end
   records.integers(user)
   user.provider = api.name
@@ -352,7 +373,7 @@ function fleet.validate_credentials(provider)
       row.valid, row.error = nil, "the provider plugin cannot check credentials"
       return row
     end
-    local user, err = api.plugin.user_info(api:with_token(t.label))
+    local user, err = plugin_call(api, "the user", api.plugin.user_info, api:with_token(t.label))
     row.valid = user ~= nil
     if user then
       row.account = user.login

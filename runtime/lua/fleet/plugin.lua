@@ -41,4 +41,18 @@ function util.filtered(pages, keep)
   }
 end
 
+-- Every item of every page at path (api:collect), each read by
+-- read(item) into a record: an array, or nil, err. An item that is not a
+-- JSON object raises, which the host reports as a decode error.
+function util.list(api, path, opts, read)
+  local items, err = api:collect(path, opts)
+  if not items then return nil, err end
+  local out = {}
+  for i, item in ipairs(items) do
+    if type(item) ~= "table" then error(("item %d of %s is not an object"):format(i, path), 0) end
+    out[i] = read(item)
+  end
+  return out
+end
+
 return util
