@@ -85,32 +85,10 @@ describe("a plugin that cannot read what a provider sent", function()
     gf.cleanup()
   end)
 
-  it("costs that owner a decode error, not the run", function()
-    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 20 } } } })
-    local dir = gf.tmpdir()
-    os.execute("mkdir -p " .. dir .. "/plugins")
-    gf.write(dir .. "/plugins/brittle.lua", [[
-      return {
-        base_url = "http://127.0.0.1:9", auth = { header = "Authorization", scheme = "Bearer" },
-        pagination = { style = "link", page_param = "page" },
-        repositories = function(api, owner) return api:pages("/orgs/" .. owner .. "/repos") end,
-        -- owner is an object: concatenating it raises
-        normalize_repository = function(r) return { name = r.name .. r.owner } end,
-      }
-    ]])
-    local cfg = gf.config({ providers = { brittle = { base_url = emu.url }, github = { base_url = emu.url } },
-      plugin_paths = { dir .. "/plugins" } }, dir)
-    local r = gf.run_script([[
-      local repos, err = fleet.fetch_repositories("acme", { provider = "brittle" })
-      print(repos, err.kind, err.owner, err.provider)
-      print(#assert(fleet.fetch_repositories("acme", { provider = "github" })))
-    ]], cfg)
-    assert.are.equal(0, r.code, r.stderr)
-    assert.matches("^nil\tdecode\tacme\tbrittle\n%d+\n$", r.stdout)
-  end)
-
-  it("costs a branches, details or user call a decode error naming the plugin's file and line", function()
-    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 3 } } } })
+  -- A config with the emulator as github and as "brittle", a plugin whose
+  -- every reader raises on what the emulator sends.
+  local function brittle_config(repos)
+    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = repos } } } })
     local dir = gf.tmpdir()
     os.execute("mkdir -p " .. dir .. "/plugins")
     gf.write(dir .. "/plugins/brittle.lua", [[
@@ -128,8 +106,21 @@ describe("a plugin that cannot read what a provider sent", function()
         user_info = function(api) local u = api:get("/user"); return { login = u.login .. u.id .. u.plan } end,
       }
     ]])
-    local cfg = gf.config({ providers = { brittle = { base_url = emu.url }, github = { base_url = emu.url } },
+    return gf.config({ providers = { brittle = { base_url = emu.url }, github = { base_url = emu.url } },
       plugin_paths = { dir .. "/plugins" } }, dir)
+  end
+
+  it("costs that owner a decode error, not the run", function()
+    local r = gf.run_script([[
+      local repos, err = fleet.fetch_repositories("acme", { provider = "brittle" })
+      print(repos, err.kind, err.owner, err.provider)
+      print(#assert(fleet.fetch_repositories("acme", { provider = "github" })))
+    ]], brittle_config(20))
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("^nil\tdecode\tacme\tbrittle\n%d+\n$", r.stdout)
+  end)
+
+  it("costs a branches, details or user call a decode error naming the plugin's file and line", function()
     local r = gf.run_script([[
       local repo = assert(fleet.fetch_repositories("acme", { provider = "github" }))[1].name
       for _, call in ipairs({
@@ -141,7 +132,7 @@ describe("a plugin that cannot read what a provider sent", function()
         print(ok, err.kind, err.provider, err.message)
       end
       print(#assert(fleet.fetch_branches("acme", repo, { provider = "github" })) > 0)
-    ]], cfg)
+    ]], brittle_config(3))
     assert.are.equal(0, r.code, r.stderr)
     local lines = {}
     for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
