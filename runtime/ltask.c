@@ -133,7 +133,8 @@ static int l_handle_tostring(lua_State *L)
 
 /* fleet.core.condition() -> cond: tasks wait on it with cond:wait() until
  * another task calls cond:signal(), which wakes them all. The tasks
- * waiting are kept in the userdata's user value. */
+ * waiting are kept in the userdata's user value, a list that signal
+ * replaces with an empty one. */
 static int l_condition(lua_State *L)
 {
     lua_newuserdatauv(L, 1, 1);
@@ -143,17 +144,49 @@ static int l_condition(lua_State *L)
     return 1;
 }
 
+/* After a wait with a timeout: a task still in the condition's list was
+ * woken by its timer, not by signal; it leaves the list so that a later
+ * signal cannot wake it while it waits for something else. */
+static int condition_wait_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    struct fleet_task *t = (struct fleet_task *)ctx;
+    lua_getiuservalue(L, 1, 1);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        bool mine = lua_touserdata(L, -1) == t;
+        lua_pop(L, 1);
+        if (mine) {
+            lua_rawgeti(L, -1, n); /* the last entry takes this one's place */
+            lua_rawseti(L, -2, i);
+            lua_pushnil(L);
+            lua_rawseti(L, -2, n);
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* cond:wait([timeout]) -> true when signalled, false when the timeout
+ * (seconds) passed first. */
 static int condition_wait(lua_State *L)
 {
     struct fleet_host *host = fleet_host_from(L);
     luaL_checkudata(L, 1, CONDITION);
+    double timeout = luaL_optnumber(L, 2, -1);
     struct fleet_task *t = current_task(L, host, "waiting on a condition");
     lua_getiuservalue(L, 1, 1);
     lua_pushlightuserdata(L, t);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    lua_settop(L, 0);
-    t->state = TASK_WAITING;
-    return lua_yieldk(L, 0, 0, sleep_k);
+    lua_settop(L, 1);
+    if (timeout >= 0 && isfinite(timeout))
+        fleet_sched_sleep_until(host->sched, t, fleet_now() + timeout);
+    else
+        t->state = TASK_WAITING;
+    return lua_yieldk(L, 0, (lua_KContext)t, condition_wait_k);
 }
 
 static int condition_signal(lua_State *L)

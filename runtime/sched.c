@@ -182,6 +182,7 @@ void fleet_sched_wake(struct fleet_sched *s, struct fleet_task *t)
 {
     if (t->state != TASK_WAITING)
         return;
+    heap_remove(s, t); /* a wait with a timeout ends when either comes */
     if (t->wait_started > 0) {
         s->host->stats.waited += fleet_now() - t->wait_started;
         t->wait_started = 0;

@@ -302,6 +302,42 @@ describe("scheduler #valgrind", function()
     assert.are.equal("a\t1\tb\tBA\n30\t10\t20\t3\n", r.stdout)
   end)
 
+  it("ends a condition wait at its signal or its timeout, whichever comes first, and only once", function()
+    local r = gf.run_script([[
+      local core = require("fleet.core")
+      local cond, cond2, order = core.condition(), core.condition(), {}
+      local function note(s) order[#order + 1] = s end
+      -- A times out, then sleeps: B's signal must not cut the sleep short.
+      local a = fleet.spawn(function()
+        note("A " .. tostring(cond:wait(0.05)))
+        fleet.sleep(0.3)
+        note("A slept")
+      end)
+      local b = fleet.spawn(function()
+        fleet.sleep(0.1)
+        cond:signal()
+        note("B signalled")
+        fleet.sleep(0.1)
+        note("B later")
+      end)
+      a:wait() b:wait()
+      -- C is signalled before its timeout: the timer must not end its next wait.
+      local c = fleet.spawn(function()
+        note("C " .. tostring(cond:wait(0.2)))
+        note("C " .. tostring(cond2:wait()))
+      end)
+      fleet.sleep(0.05)
+      cond:signal()
+      fleet.sleep(0.4)
+      note("signal 2")
+      cond2:signal()
+      c:wait()
+      print(table.concat(order, ","))
+    ]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("A false,B signalled,B later,A slept,C true,signal 2,C true\n", r.stdout)
+  end)
+
   it("gives a spawned function's error its own traceback", function()
     local r = gf.run_script([[
       local h = fleet.spawn(function()

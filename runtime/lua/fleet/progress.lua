@@ -27,6 +27,9 @@ function Progress.start(total)
     self.waiting = { text = ("%s:%s paused (secondary limit) until %s"):format(e.provider, e.token,
       cli.clock(e.resume_at)), resume_at = e.resume_at }
   end)
+  -- The ticker redraws four times a second and stops as soon as finish()
+  -- signals, so the run does not outlast its work by a tick.
+  self.stop = core.condition()
   self.ticker = core.spawn(function()
     local last_requests, last_time = 0, core.now()
     while not self.finished do
@@ -38,7 +41,7 @@ function Progress.start(total)
         ("%.0f req/s"):format(rate) }
       if self.waiting and self.waiting.resume_at > now then parts[#parts + 1] = self.waiting.text end
       core.progress(table.concat(parts, " · "))
-      core.sleep(0.25)
+      self.stop:wait(0.25)
     end
   end)
   return self
@@ -54,7 +57,10 @@ end
 
 function Progress:finish()
   self.finished = true
-  if self.enabled then core.progress(nil) end
+  if self.enabled then
+    self.stop:signal()
+    core.progress(nil)
+  end
 end
 
 return Progress
