@@ -23,9 +23,10 @@
  * aside to PATH.corrupt-EPOCH and a new one is started; this happens at
  * open, and once more at most during a run. A write that fails (disk full,
  * read-only file, I/O error) stops all writing for the run, with one
- * warning; lookups go on while they work. A busy file (another process
- * holding the write lock past the busy timeout) costs one store or touch,
- * silently. Nothing here ever fails a request: at worst it misses. */
+ * warning; lookups go on while they work. Writes never wait for another
+ * process's lock during the run: they are kept in memory until the file is
+ * free (see "writes"). Nothing here ever fails a request: at worst it
+ * misses. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -139,7 +140,16 @@ struct fleet_cache {
     bool keep_salt;   /* a replacement takes over c->salt: the credential
                          hashes already handed out stay valid */
     char error[256];  /* the last failure, for fleet_cache_error */
+
+    /* Writes not yet in the file (see "writes" below), oldest first. */
+    struct pending *pending, **pending_tail;
+    size_t pending_bytes;
 };
+
+struct pending;
+static void flush(struct fleet_cache *c, bool wait);
+static void drop_pending(struct fleet_cache *c);
+static bool lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -819,6 +829,7 @@ struct fleet_cache *fleet_cache_open(const char *path, long long max_size)
         return NULL;
     }
     c->max_size = max_size > 0 ? max_size : DEFAULT_MAX_SIZE;
+    c->pending_tail = &c->pending;
     if (make_parents(path) != 0) {
         fleet_log(FLEET_LOG_WARN, "cannot create the folder of cache file %s (%s); running without a cache", path,
                   strerror(errno));
@@ -839,6 +850,8 @@ void fleet_cache_close(struct fleet_cache *c)
 {
     if (!c)
         return;
+    flush(c, true);
+    drop_pending(c);
     close_db(c);
     explicit_bzero(c->salt, sizeof c->salt);
     free(c->path);
@@ -987,6 +1000,8 @@ bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *cred
     if (!c || c->dead || !url || !e)
         return false;
     const char *cred = credential ? credential : "";
+    if (c->pending && lookup_pending(c, url, cred, e))
+        return true;
     sqlite3_stmt *s = c->st[ST_LOOKUP];
     sqlite3_bind_text(s, 1, url, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, cred, -1, SQLITE_STATIC);
@@ -1154,113 +1169,278 @@ static int evict(struct fleet_cache *c, sqlite3_int64 keep, long long *total)
     return SQLITE_DONE;
 }
 
-void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
-                       const char *last_modified, const char *headers, size_t headers_len, const char *body,
-                       size_t body_len)
+/* ------------------------------------------------------------ writes
+ *
+ * The event loop must not wait for another process's write lock (with two
+ * gitfleet processes on one file, SQLite's busy handler would put the loop
+ * to sleep for a good part of the run). So a store, touch or memo becomes
+ * a pending write, and every write call tries, without waiting, to put all
+ * of them into the file in one transaction; if another process holds the
+ * lock, they wait in memory for the next call. Only past PENDING_MAX bytes,
+ * and at close, does a flush wait (up to the busy timeout). Lookups see
+ * this process's pending stores. */
+
+#define PENDING_MAX (32u << 20)
+
+enum pending_kind { PENDING_STORE, PENDING_TOUCH, PENDING_MEMO };
+
+struct pending {
+    struct pending *next;
+    enum pending_kind kind;
+    char *url;           /* the memo's key for PENDING_MEMO */
+    char cred[65];
+    char *etag, *last_modified; /* the memo's stored text in etag */
+    char *headers, *body;
+    size_t headers_len, body_len;
+    double used_at;
+};
+
+static void pending_free(struct pending *p)
 {
-    if (!c || c->dead || !url || (!etag && !last_modified))
-        return;
-    if (c->no_writes) {
-        stop_writes(c, "the file is read-only");
-        return;
+    free(p->url);
+    free(p->etag);
+    free(p->last_modified);
+    free(p->headers);
+    free(p->body);
+    free(p);
+}
+
+static void drop_pending(struct fleet_cache *c)
+{
+    while (c->pending) {
+        struct pending *p = c->pending;
+        c->pending = p->next;
+        pending_free(p);
     }
-    if (!headers)
-        headers_len = 0;
-    if (!body)
-        body_len = 0;
-    const char *cred = credential ? credential : "";
-    long long size = (long long)headers_len + (long long)body_len;
+    c->pending_tail = &c->pending;
+    c->pending_bytes = 0;
+}
+
+static int apply_store(struct fleet_cache *c, const struct pending *p, const char **op)
+{
     sqlite3_stmt **st = c->st;
-    const char *op = "store";
-    int rc = run(st[ST_BEGIN]);
-    if (rc != SQLITE_DONE)
-        goto fail;
+    long long size = (long long)p->headers_len + (long long)p->body_len;
     if (size > c->max_size) {
         /* Too large to keep: the entry it would have replaced is stale. */
-        sqlite3_bind_text(st[ST_DELETE], 1, url, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st[ST_DELETE], 2, cred, -1, SQLITE_STATIC);
-        rc = run(st[ST_DELETE]);
-    } else {
-        sqlite3_stmt *s = st[ST_STORE];
-        double now = next_use(c);
-        int64_t sum = entry_checksum(url, cred, etag, etag ? strlen(etag) : 0, last_modified,
-                                     last_modified ? strlen(last_modified) : 0, headers, headers_len, body, body_len);
-        sqlite3_bind_text(s, 1, url, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, cred, -1, SQLITE_STATIC);
-        if (etag)
-            sqlite3_bind_text(s, 3, etag, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(s, 3);
-        if (last_modified)
-            sqlite3_bind_text(s, 4, last_modified, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(s, 4);
-        sqlite3_bind_int64(s, 5, size);
-        sqlite3_bind_double(s, 6, now);
-        sqlite3_bind_int64(s, 7, sum);
-        sqlite3_int64 id = -1;
-        if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            id = sqlite3_column_int64(s, 0);
-            rc = sqlite3_step(s);
-        }
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s); /* the caller's memory */
-        if (rc == SQLITE_DONE && id < 0)
-            rc = SQLITE_CORRUPT; /* no id returned: not a table we made */
-        if (rc == SQLITE_DONE) {
-            op = "store body";
-            sqlite3_stmt *b = st[ST_BODY]; /* an upsert: a body of the same size is overwritten in place */
-            sqlite3_bind_int64(b, 1, id);
-            sqlite3_bind_blob64(b, 2, headers_len ? headers : "", headers_len, SQLITE_STATIC);
-            sqlite3_bind_blob64(b, 3, body_len ? body : "", body_len, SQLITE_STATIC);
-            rc = run(b);
-            sqlite3_clear_bindings(b);
-        }
-        long long total = 0;
-        if (rc == SQLITE_DONE)
-            rc = read_total(c, &total);
-        if (rc == SQLITE_DONE && total > c->max_size) {
-            op = "evict";
-            rc = evict(c, id, &total);
+        sqlite3_bind_text(st[ST_DELETE], 1, p->url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st[ST_DELETE], 2, p->cred, -1, SQLITE_STATIC);
+        return run(st[ST_DELETE]);
+    }
+    sqlite3_stmt *s = st[ST_STORE];
+    int64_t sum = entry_checksum(p->url, p->cred, p->etag, p->etag ? strlen(p->etag) : 0, p->last_modified,
+                                 p->last_modified ? strlen(p->last_modified) : 0, p->headers, p->headers_len,
+                                 p->body, p->body_len);
+    sqlite3_bind_text(s, 1, p->url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, p->cred, -1, SQLITE_STATIC);
+    if (p->etag)
+        sqlite3_bind_text(s, 3, p->etag, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 3);
+    if (p->last_modified)
+        sqlite3_bind_text(s, 4, p->last_modified, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 4);
+    sqlite3_bind_int64(s, 5, size);
+    sqlite3_bind_double(s, 6, p->used_at);
+    sqlite3_bind_int64(s, 7, sum);
+    sqlite3_int64 id = -1;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        id = sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc == SQLITE_DONE && id < 0)
+        rc = SQLITE_CORRUPT; /* no id returned: not a table we made */
+    if (rc != SQLITE_DONE)
+        return rc;
+    *op = "store body";
+    sqlite3_stmt *b = st[ST_BODY]; /* an upsert: a body of the same size is overwritten in place */
+    sqlite3_bind_int64(b, 1, id);
+    sqlite3_bind_blob64(b, 2, p->headers_len ? p->headers : "", p->headers_len, SQLITE_STATIC);
+    sqlite3_bind_blob64(b, 3, p->body_len ? p->body : "", p->body_len, SQLITE_STATIC);
+    rc = run(b);
+    sqlite3_clear_bindings(b);
+    long long total = 0;
+    if (rc == SQLITE_DONE)
+        rc = read_total(c, &total);
+    if (rc == SQLITE_DONE && total > c->max_size) {
+        *op = "evict";
+        rc = evict(c, id, &total);
+    }
+    return rc;
+}
+
+static int apply_touch(struct fleet_cache *c, const struct pending *p)
+{
+    sqlite3_stmt *s = c->st[ST_TOUCH];
+    sqlite3_bind_text(s, 1, p->url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, p->cred, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 3, p->used_at);
+    return run(s);
+}
+
+/* The memo's text as fleet_cache_memo_get reads it. */
+static int apply_memo(struct fleet_cache *c, const struct pending *p)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('memo:' || ?1, ?2)", -1, &q,
+                                NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, p->url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, p->etag, -1, SQLITE_STATIC);
+        rc = sqlite3_step(q);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* Puts the pending writes into the file in one transaction. wait: let
+ * SQLite's busy handler wait for another process's lock; otherwise a busy
+ * file leaves them pending. */
+static void flush(struct fleet_cache *c, bool wait)
+{
+    if (!c->pending)
+        return;
+    if (c->dead || c->no_writes) {
+        drop_pending(c);
+        return;
+    }
+    const char *op = "store";
+    if (!wait)
+        sqlite3_busy_timeout(c->db, 0);
+    int rc = run(c->st[ST_BEGIN]);
+    if (!wait)
+        sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    for (struct pending *p = c->pending; p && rc == SQLITE_DONE; p = p->next) {
+        switch (p->kind) {
+        case PENDING_STORE:
+            op = "store";
+            rc = apply_store(c, p, &op);
+            break;
+        case PENDING_TOUCH:
+            op = "touch";
+            rc = apply_touch(c, p);
+            break;
+        case PENDING_MEMO:
+            op = "memo";
+            rc = apply_memo(c, p);
+            break;
         }
     }
     if (rc == SQLITE_DONE) {
         op = "commit";
-        rc = run(st[ST_COMMIT]);
+        rc = run(c->st[ST_COMMIT]);
     }
-    if (rc == SQLITE_DONE)
+    if (rc == SQLITE_DONE) {
+        drop_pending(c);
         return;
-fail:;
+    }
     char msg[200];
     snprintf(msg, sizeof msg, "%s", db_message(c, rc));
     rollback(c);
     if (classify(rc) == E_BUSY) {
-        /* Another process holds the write lock: this one is not stored. */
-        fleet_log(FLEET_LOG_DEBUG, "cache file %s busy; a response was not stored", c->path);
+        if (!wait && c->pending_bytes > PENDING_MAX) {
+            flush(c, true);
+        } else if (wait) {
+            fleet_log(FLEET_LOG_DEBUG, "cache file %s busy; %zu bytes of responses were not stored", c->path,
+                      c->pending_bytes);
+            drop_pending(c);
+        }
         return;
     }
+    drop_pending(c);
     failed(c, rc, msg, op, true);
+}
+
+/* Queues p (NULL: out of memory, nothing queued) and tries to flush. */
+static void enqueue(struct fleet_cache *c, struct pending *p)
+{
+    if (!p) {
+        fleet_log(FLEET_LOG_DEBUG, "cache: out of memory; a response was not stored");
+        return;
+    }
+    *c->pending_tail = p;
+    c->pending_tail = &p->next;
+    c->pending_bytes += sizeof *p + p->headers_len + p->body_len;
+    flush(c, false);
+}
+
+static bool writable(struct fleet_cache *c)
+{
+    if (!c || c->dead)
+        return false;
+    if (c->no_writes) {
+        stop_writes(c, "the file is read-only");
+        return false;
+    }
+    return true;
+}
+
+static struct pending *new_pending(enum pending_kind kind, const char *url, const char *credential)
+{
+    struct pending *p = calloc(1, sizeof *p);
+    if (!p || !(p->url = strdup(url))) {
+        free(p);
+        return NULL;
+    }
+    p->kind = kind;
+    snprintf(p->cred, sizeof p->cred, "%s", credential ? credential : "");
+    return p;
+}
+
+void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
+                       const char *last_modified, const char *headers, size_t headers_len, const char *body,
+                       size_t body_len)
+{
+    if (!url || (!etag && !last_modified) || !writable(c))
+        return;
+    struct pending *p = new_pending(PENDING_STORE, url, credential);
+    if (p) {
+        p->headers_len = headers ? headers_len : 0;
+        p->body_len = body ? body_len : 0;
+        p->used_at = next_use(c);
+        if ((etag && !(p->etag = strdup(etag))) || (last_modified && !(p->last_modified = strdup(last_modified))) ||
+            !(p->headers = copy_bytes(headers, p->headers_len)) || !(p->body = copy_bytes(body, p->body_len))) {
+            pending_free(p);
+            p = NULL;
+        }
+    }
+    enqueue(c, p);
 }
 
 void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *credential)
 {
-    if (!c || c->dead || c->no_writes || !url)
+    if (!url || !writable(c))
         return;
-    sqlite3_stmt *s = c->st[ST_TOUCH];
-    sqlite3_bind_text(s, 1, url, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, credential ? credential : "", -1, SQLITE_STATIC);
-    sqlite3_bind_double(s, 3, next_use(c));
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
-        sqlite3_reset(s);
-        return;
+    struct pending *p = new_pending(PENDING_TOUCH, url, credential);
+    if (p)
+        p->used_at = next_use(c);
+    enqueue(c, p);
+}
+
+/* A lookup answered by the newest pending store of (url, cred): true and
+ * e filled with copies, or false (none, or out of memory). */
+static bool lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e)
+{
+    const struct pending *found = NULL;
+    for (const struct pending *p = c->pending; p; p = p->next)
+        if (p->kind == PENDING_STORE && strcmp(p->url, url) == 0 && strcmp(p->cred, cred) == 0)
+            found = p;
+    if (!found || (long long)(found->headers_len + found->body_len) > c->max_size)
+        return false;
+    e->etag = found->etag ? strdup(found->etag) : NULL;
+    e->last_modified = found->last_modified ? strdup(found->last_modified) : NULL;
+    e->headers = copy_bytes(found->headers, found->headers_len);
+    e->headers_len = found->headers_len;
+    e->body = copy_bytes(found->body, found->body_len);
+    e->body_len = found->body_len;
+    if ((found->etag && !e->etag) || (found->last_modified && !e->last_modified) || !e->headers || !e->body) {
+        fleet_cache_entry_free(e);
+        return false;
     }
-    char msg[200];
-    snprintf(msg, sizeof msg, "%s", db_message(c, rc));
-    sqlite3_reset(s);
-    if (classify(rc) == E_BUSY)
-        return;
-    failed(c, rc, msg, "touch", true);
+    return true;
 }
 
 /* ------------------------------------------------------------- memos */
@@ -1290,26 +1470,14 @@ bool fleet_cache_memo_get(struct fleet_cache *c, const char *key, double max_age
 
 void fleet_cache_memo_set(struct fleet_cache *c, const char *key, const char *value)
 {
-    if (!c || c->dead || c->no_writes || !key || !value)
+    if (!key || !value || !writable(c))
         return;
-    sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('memo:' || ?1, ?2)", -1, &q,
-                                NULL);
-    if (rc == SQLITE_OK) {
-        char *text = xasprintf("%lld %s", (long long)time(NULL), value);
-        if (text) {
-            sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-            sqlite3_bind_text(q, 2, text, -1, SQLITE_TRANSIENT);
-            rc = sqlite3_step(q);
-            free(text);
-        }
+    struct pending *p = new_pending(PENDING_MEMO, key, NULL);
+    if (p && !(p->etag = xasprintf("%lld %s", (long long)time(NULL), value))) {
+        pending_free(p);
+        p = NULL;
     }
-    char msg[200];
-    snprintf(msg, sizeof msg, "%s", db_message(c, rc));
-    sqlite3_finalize(q);
-    if (rc == SQLITE_DONE || classify(rc) == E_BUSY)
-        return;
-    failed(c, rc, msg, "memo", true);
+    enqueue(c, p);
 }
 
 /* ------------------------------------------------------- stats, clear */
@@ -1360,6 +1528,7 @@ int fleet_cache_clear(struct fleet_cache *c)
         set_error(c, "%s cannot be written", c->path);
         return -1;
     }
+    drop_pending(c);
     int rc = sqlite3_exec(c->db,
                           "BEGIN IMMEDIATE; DELETE FROM bodies; DELETE FROM entries; UPDATE meta SET value = 0 WHERE key = 'bytes';"
                           " DELETE FROM meta WHERE key GLOB 'memo:*';"

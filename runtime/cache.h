@@ -62,7 +62,9 @@ int fleet_cache_credentials_for(struct fleet_cache *c, const char *url, char (*o
  * a Last-Modified (without either it does nothing); evicts least recently
  * used entries beyond max_size, down to 90 % of it. An entry larger than
  * max_size alone is not stored (and the one it would replace is removed).
- * The caller's buffers are not kept. */
+ * The caller's buffers are not kept. While another process holds the
+ * file's write lock, stores, touches and memos wait in memory (lookups see
+ * them) and reach the file with a later write or at close. */
 void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
                        const char *last_modified, const char *headers, size_t headers_len, const char *body,
                        size_t body_len);

@@ -185,6 +185,13 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
         assert.are.equal(0, warnings(r), r.stderr)
     end)
 
+    it("a store under another process's write lock neither waits nor is lost", function()
+        local r = run("locked")
+        assert_ok(r)
+        assert.are.equal(3, count(r.stdout, "\nok ") + (r.stdout:match("^ok ") and 1 or 0), r.stdout)
+        assert.are.equal(0, warnings(r), r.stderr)
+    end)
+
     it("each cache file has its own random salt", function()
         local r = run("salt")
         assert_ok(r)

@@ -12,6 +12,7 @@
  *   cache_probe unreadable DIR          unreadable file: set aside
  *   cache_probe diskfull DIR            writes fail mid-run: one warning
  *   cache_probe twoproc DIR N           two processes share one file
+ *   cache_probe locked DIR              writes while another connection holds the lock
  *   cache_probe salt DIR                salts differ between files
  *   cache_probe foreign DIR             another program's database is left alone
  *   cache_probe clear DIR               stats and clear
@@ -590,6 +591,64 @@ static int cmd_twoproc(const char *dir, int n)
     return 0;
 }
 
+/* ----------------------------------------------------------- locked */
+
+/* Rows in entries with url, seen by another connection. */
+static int rows_for(sqlite3 *db, const char *url)
+{
+    sqlite3_stmt *q;
+    int n = -1;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM entries WHERE url = ?1", -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, url, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_ROW)
+            n = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+    }
+    return n;
+}
+
+/* Another process holding the write lock must not make a store wait (or
+ * lose it): the store is kept in memory, this process's lookups see it,
+ * and it reaches the file with the next write after the lock is free, or
+ * at close. */
+static int cmd_locked(const char *dir)
+{
+    char *path = path_in(dir, "locked.sqlite");
+    struct fleet_cache *c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "open failed");
+    sqlite3 *other;
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK, "second connection");
+    char *u1 = url_of("locked", 1), *u2 = url_of("locked", 2), *u3 = url_of("locked", 3);
+    char *b1 = make_body("one", 1, 5000), *b2 = make_body("two", 2, 7000), *b3 = make_body("three", 3, 300);
+
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock");
+    store_simple(c, u1, "", "\"1\"", b1, strlen(b1));
+    fleet_cache_memo_set(c, "owner:locked", "user");
+    CHECK(lookup_is(c, u1, "", "\"1\"", b1, strlen(b1)), "own pending store not seen");
+    CHECK(rows_for(other, u1) == 0, "the store reached the file while it was locked");
+    printf("ok a store under another process's lock is kept and seen by its own lookups\n");
+
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
+    store_simple(c, u2, "", "\"2\"", b2, strlen(b2));
+    CHECK(rows_for(other, u1) == 1 && rows_for(other, u2) == 1, "pending stores not written after the lock");
+    char memo[32];
+    CHECK(fleet_cache_memo_get(c, "owner:locked", 3600, memo, sizeof memo) && strcmp(memo, "user") == 0,
+          "pending memo not written");
+    printf("ok the next write puts the pending ones in the file\n");
+
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock again");
+    store_simple(c, u3, "", "\"3\"", b3, strlen(b3));
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock again");
+    fleet_cache_close(c);
+    CHECK(rows_for(other, u3) == 1, "a pending store was lost at close");
+    printf("ok close writes what is pending\n");
+
+    sqlite3_close(other);
+    free(u1), free(u2), free(u3), free(b1), free(b2), free(b3);
+    free(path);
+    return 0;
+}
+
 static int read_salt(const char *path, unsigned char out[32])
 {
     sqlite3 *db;
@@ -840,6 +899,8 @@ int main(int argc, char **argv)
         return cmd_diskfull(dir);
     if (strcmp(cmd, "twoproc") == 0 && argc == 4)
         return cmd_twoproc(dir, atoi(argv[3]));
+    if (strcmp(cmd, "locked") == 0)
+        return cmd_locked(dir);
     if (strcmp(cmd, "salt") == 0)
         return cmd_salt(dir);
     if (strcmp(cmd, "clear") == 0)
