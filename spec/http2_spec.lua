@@ -1,0 +1,93 @@
+-- HTTP/2: where the server offers it (ALPN over TLS), requests go out as
+-- streams multiplexed on one connection. The server is nghttpd (Debian's
+-- nghttp2-server), which speaks nothing but HTTP/2 and logs every frame;
+-- it serves static JSON files, so the calls are fleet.request.
+local gf = require("spec.support.gitfleet")
+local socket = require("socket")
+
+local FILES = 24
+
+-- A port nothing listens on now (the kernel's pick, released at once).
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+describe("HTTP/2", function()
+  local dir, port, pid
+
+  setup(function()
+    dir = gf.tmpdir()
+    assert.is_true(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem "
+      .. "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(dir, dir)))
+    os.execute("mkdir -p " .. dir .. "/docs")
+    -- Files large enough (about 650 KB) that transfers overlap.
+    local item = '{"pad":"' .. ("x"):rep(200) .. '","n":%d}'
+    for i = 1, FILES do
+      local items = {}
+      for k = 1, 3000 do items[k] = item:format(k) end
+      gf.write(("%s/docs/r%d.json"):format(dir, i), "[" .. table.concat(items, ",") .. "]")
+    end
+    port = free_port()
+    pid = gf.capture(("nghttpd -v -d %s/docs %d %s/key.pem %s/cert.pem >%s/nghttpd.log 2>&1 & echo $!")
+      :format(dir, port, dir, dir, dir))
+    local up = false
+    for _ = 1, 100 do
+      if gf.sh(("curl -sf --http2 --cacert %s/cert.pem -o /dev/null https://127.0.0.1:%d/r1.json")
+          :format(dir, port)).code == 0 then
+        up = true
+        break
+      end
+      socket.sleep(0.05)
+    end
+    assert.is_true(up, "nghttpd did not start:\n" .. (gf.slurp(dir .. "/nghttpd.log") or ""))
+  end)
+
+  teardown(function()
+    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+    gf.cleanup()
+  end)
+
+  it("sends concurrent requests as streams of one connection", function()
+    local cfg = gf.config({ providers = { github = { base_url = ("https://127.0.0.1:%d"):format(port) } },
+      http = { ca_file = dir .. "/cert.pem", per_token_concurrency = 8 }, cache = { enabled = false } }, gf.tmpdir())
+    local log_before = #(gf.slurp(dir .. "/nghttpd.log") or "")
+    local r = gf.run_script(([[
+      local paths = {}
+      for i = 1, %d do paths[i] = "/r" .. i .. ".json" end
+      local sizes, errors = fleet.map(paths, function(p)
+        local resp = assert(fleet.request("GET", p))
+        return resp.status .. ":" .. #resp.data
+      end, { concurrency = %d })
+      assert(not errors, errors and tostring(select(2, next(errors))))
+      print(table.concat(sizes, " "))
+    ]]):format(FILES, FILES), cfg)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(("200:3000 "):rep(FILES - 1) .. "200:3000\n", r.stdout)
+
+    -- What the server saw of this run: connections, streams, and how many
+    -- streams were open at once on a connection.
+    local log = (gf.slurp(dir .. "/nghttpd.log") or ""):sub(log_before + 1)
+    local connections, streams, open, peak = {}, 0, {}, 0
+    for line in log:gmatch("[^\n]+") do
+      local conn, sid = line:match("^%[id=(%d+)%].-recv HEADERS frame <.-stream_id=(%d+)>")
+      if conn then
+        connections[conn] = true
+        streams = streams + 1
+        open[conn .. ":" .. sid] = true
+        local n = 0
+        for key in pairs(open) do if key:match("^" .. conn .. ":") then n = n + 1 end end
+        peak = math.max(peak, n)
+      end
+      conn, sid = line:match("^%[id=(%d+)%].-send DATA frame <.-flags=0x01, stream_id=(%d+)>")
+      if conn then open[conn .. ":" .. sid] = nil end
+    end
+    local count = 0
+    for _ in pairs(connections) do count = count + 1 end
+    assert.are.equal(FILES, streams)
+    assert.are.equal(1, count)
+    assert.is_true(peak >= 2, "never two streams open at once")
+  end)
+end)
