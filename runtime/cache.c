@@ -92,6 +92,8 @@ enum {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_MEMO_GET,
+    ST_MEMO_SET,
     NSTMT
 };
 
@@ -120,6 +122,8 @@ static const char *const STMT_SQL[NSTMT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_MEMO_GET] = "SELECT value FROM meta WHERE key = 'memo:' || ?1",
+    [ST_MEMO_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES('memo:' || ?1, ?2)",
 };
 
 struct fleet_cache {
@@ -149,7 +153,7 @@ struct fleet_cache {
 struct pending;
 static void flush(struct fleet_cache *c, bool wait);
 static void drop_pending(struct fleet_cache *c);
-static bool lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e);
+static int lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -851,7 +855,6 @@ void fleet_cache_close(struct fleet_cache *c)
     if (!c)
         return;
     flush(c, true);
-    drop_pending(c);
     close_db(c);
     explicit_bzero(c->salt, sizeof c->salt);
     free(c->path);
@@ -1000,8 +1003,9 @@ bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *cred
     if (!c || c->dead || !url || !e)
         return false;
     const char *cred = credential ? credential : "";
-    if (c->pending && lookup_pending(c, url, cred, e))
-        return true;
+    int queued = c->pending ? lookup_pending(c, url, cred, e) : -1;
+    if (queued >= 0)
+        return queued == 1;
     sqlite3_stmt *s = c->st[ST_LOOKUP];
     sqlite3_bind_text(s, 1, url, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, cred, -1, SQLITE_STATIC);
@@ -1173,35 +1177,40 @@ static int evict(struct fleet_cache *c, sqlite3_int64 keep, long long *total)
  *
  * The event loop must not wait for another process's write lock (with two
  * gitfleet processes on one file, SQLite's busy handler would put the loop
- * to sleep for a good part of the run). So a store, touch or memo becomes
- * a pending write, and every write call tries, without waiting, to put all
- * of them into the file in one transaction; if another process holds the
- * lock, they wait in memory for the next call. Only past PENDING_MAX bytes,
- * and at close, does a flush wait (up to the busy timeout). Lookups see
- * this process's pending stores. */
+ * to sleep for a good part of the run). So a store, touch or memo is
+ * written at once without waiting if the file is free and nothing is
+ * queued; otherwise a copy joins the queue, and every write call tries,
+ * without waiting, to put the whole queue into the file in one
+ * transaction. Only past PENDING_MAX bytes, and at close, does a flush
+ * wait (up to the busy timeout). Lookups and memo reads see the queue. */
 
 #define PENDING_MAX (32u << 20)
 
 enum pending_kind { PENDING_STORE, PENDING_TOUCH, PENDING_MEMO };
 
+/* One write. Queued ones own their strings and buffers (copy_pending);
+ * one written at once points at the caller's. */
 struct pending {
     struct pending *next;
     enum pending_kind kind;
-    char *url;           /* the memo's key for PENDING_MEMO */
+    const char *url;             /* the memo's key for PENDING_MEMO */
     char cred[65];
-    char *etag, *last_modified; /* the memo's stored text in etag */
-    char *headers, *body;
+    const char *etag, *last_modified;
+    const char *text;            /* PENDING_MEMO: "<epoch> <value>" */
+    const char *headers, *body;
     size_t headers_len, body_len;
+    bool too_large;              /* a store beyond max_size: deletes the entry */
     double used_at;
 };
 
 static void pending_free(struct pending *p)
 {
-    free(p->url);
-    free(p->etag);
-    free(p->last_modified);
-    free(p->headers);
-    free(p->body);
+    free((void *)p->url);
+    free((void *)p->etag);
+    free((void *)p->last_modified);
+    free((void *)p->text);
+    free((void *)p->headers);
+    free((void *)p->body);
     free(p);
 }
 
@@ -1216,11 +1225,40 @@ static void drop_pending(struct fleet_cache *c)
     c->pending_bytes = 0;
 }
 
+static char *dup_or_null(const char *s, bool *ok)
+{
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d)
+        *ok = false;
+    return d;
+}
+
+/* A heap copy of p that owns its data, or NULL (out of memory). */
+static struct pending *copy_pending(const struct pending *p)
+{
+    struct pending *q = malloc(sizeof *q);
+    if (!q)
+        return NULL;
+    *q = *p;
+    q->next = NULL;
+    bool ok = true;
+    q->url = dup_or_null(p->url, &ok);
+    q->etag = dup_or_null(p->etag, &ok);
+    q->last_modified = dup_or_null(p->last_modified, &ok);
+    q->text = dup_or_null(p->text, &ok);
+    q->headers = p->headers ? copy_bytes(p->headers, p->headers_len) : NULL;
+    q->body = p->body ? copy_bytes(p->body, p->body_len) : NULL;
+    if (!ok || (p->headers && !q->headers) || (p->body && !q->body)) {
+        pending_free(q);
+        return NULL;
+    }
+    return q;
+}
+
 static int apply_store(struct fleet_cache *c, const struct pending *p, const char **op)
 {
     sqlite3_stmt **st = c->st;
-    long long size = (long long)p->headers_len + (long long)p->body_len;
-    if (size > c->max_size) {
+    if (p->too_large) {
         /* Too large to keep: the entry it would have replaced is stale. */
         sqlite3_bind_text(st[ST_DELETE], 1, p->url, -1, SQLITE_STATIC);
         sqlite3_bind_text(st[ST_DELETE], 2, p->cred, -1, SQLITE_STATIC);
@@ -1240,7 +1278,7 @@ static int apply_store(struct fleet_cache *c, const struct pending *p, const cha
         sqlite3_bind_text(s, 4, p->last_modified, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(s, 4);
-    sqlite3_bind_int64(s, 5, size);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)(p->headers_len + p->body_len));
     sqlite3_bind_double(s, 6, p->used_at);
     sqlite3_bind_int64(s, 7, sum);
     sqlite3_int64 id = -1;
@@ -1272,33 +1310,58 @@ static int apply_store(struct fleet_cache *c, const struct pending *p, const cha
     return rc;
 }
 
-static int apply_touch(struct fleet_cache *c, const struct pending *p)
+static int apply(struct fleet_cache *c, const struct pending *p, const char **op)
 {
-    sqlite3_stmt *s = c->st[ST_TOUCH];
-    sqlite3_bind_text(s, 1, p->url, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, p->cred, -1, SQLITE_STATIC);
-    sqlite3_bind_double(s, 3, p->used_at);
-    return run(s);
+    sqlite3_stmt *s;
+    switch (p->kind) {
+    case PENDING_STORE:
+        *op = "store";
+        return apply_store(c, p, op);
+    case PENDING_TOUCH:
+        *op = "touch";
+        s = c->st[ST_TOUCH];
+        sqlite3_bind_text(s, 1, p->url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, p->cred, -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 3, p->used_at);
+        return run(s);
+    case PENDING_MEMO:
+        *op = "memo";
+        s = c->st[ST_MEMO_SET];
+        sqlite3_bind_text(s, 1, p->url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, p->text, -1, SQLITE_STATIC);
+        return run(s);
+    }
+    return SQLITE_MISUSE;
 }
 
-/* The memo's text as fleet_cache_memo_get reads it. */
-static int apply_memo(struct fleet_cache *c, const struct pending *p)
+/* Writes the list from first in one transaction. wait: let SQLite's busy
+ * handler wait for another process's lock. Returns SQLITE_DONE, or the
+ * failing code with the transaction rolled back, *op naming the step and
+ * msg SQLite's words. */
+static int write_batch(struct fleet_cache *c, const struct pending *first, bool wait, const char **op,
+                       char msg[200])
 {
-    sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('memo:' || ?1, ?2)", -1, &q,
-                                NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, p->url, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 2, p->etag, -1, SQLITE_STATIC);
-        rc = sqlite3_step(q);
+    *op = "begin";
+    if (!wait)
+        sqlite3_busy_timeout(c->db, 0);
+    int rc = run(c->st[ST_BEGIN]);
+    if (!wait)
+        sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    for (const struct pending *p = first; p && rc == SQLITE_DONE; p = p->next)
+        rc = apply(c, p, op);
+    if (rc == SQLITE_DONE) {
+        *op = "commit";
+        rc = run(c->st[ST_COMMIT]);
     }
-    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        snprintf(msg, 200, "%s", db_message(c, rc));
+        rollback(c);
+    }
     return rc;
 }
 
-/* Puts the pending writes into the file in one transaction. wait: let
- * SQLite's busy handler wait for another process's lock; otherwise a busy
- * file leaves them pending. */
+/* Puts the queue into the file. wait: as write_batch; otherwise a busy
+ * file leaves it queued (unless it has grown past PENDING_MAX). */
 static void flush(struct fleet_cache *c, bool wait)
 {
     if (!c->pending)
@@ -1307,39 +1370,13 @@ static void flush(struct fleet_cache *c, bool wait)
         drop_pending(c);
         return;
     }
-    const char *op = "store";
-    if (!wait)
-        sqlite3_busy_timeout(c->db, 0);
-    int rc = run(c->st[ST_BEGIN]);
-    if (!wait)
-        sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-    for (struct pending *p = c->pending; p && rc == SQLITE_DONE; p = p->next) {
-        switch (p->kind) {
-        case PENDING_STORE:
-            op = "store";
-            rc = apply_store(c, p, &op);
-            break;
-        case PENDING_TOUCH:
-            op = "touch";
-            rc = apply_touch(c, p);
-            break;
-        case PENDING_MEMO:
-            op = "memo";
-            rc = apply_memo(c, p);
-            break;
-        }
-    }
-    if (rc == SQLITE_DONE) {
-        op = "commit";
-        rc = run(c->st[ST_COMMIT]);
-    }
+    const char *op;
+    char msg[200];
+    int rc = write_batch(c, c->pending, wait, &op, msg);
     if (rc == SQLITE_DONE) {
         drop_pending(c);
         return;
     }
-    char msg[200];
-    snprintf(msg, sizeof msg, "%s", db_message(c, rc));
-    rollback(c);
     if (classify(rc) == E_BUSY) {
         if (!wait && c->pending_bytes > PENDING_MAX) {
             flush(c, true);
@@ -1354,17 +1391,31 @@ static void flush(struct fleet_cache *c, bool wait)
     failed(c, rc, msg, op, true);
 }
 
-/* Queues p (NULL: out of memory, nothing queued) and tries to flush. */
-static void enqueue(struct fleet_cache *c, struct pending *p)
+/* Writes p (pointing at the caller's data): at once when nothing is
+ * queued and the file is free, else by queueing a copy. */
+static void submit(struct fleet_cache *c, const struct pending *p)
 {
-    if (!p) {
+    if (!c->pending) {
+        const char *op;
+        char msg[200];
+        int rc = write_batch(c, p, false, &op, msg);
+        if (rc == SQLITE_DONE)
+            return;
+        if (classify(rc) != E_BUSY) {
+            failed(c, rc, msg, op, true);
+            return;
+        }
+    }
+    struct pending *q = copy_pending(p);
+    if (!q) {
         fleet_log(FLEET_LOG_DEBUG, "cache: out of memory; a response was not stored");
         return;
     }
-    *c->pending_tail = p;
-    c->pending_tail = &p->next;
-    c->pending_bytes += sizeof *p + p->headers_len + p->body_len;
-    flush(c, false);
+    *c->pending_tail = q;
+    c->pending_tail = &q->next;
+    c->pending_bytes += sizeof *q + q->headers_len + q->body_len;
+    if (q != c->pending) /* it joined a queue: try that; a new queue waits for the next write */
+        flush(c, false);
 }
 
 static bool writable(struct fleet_cache *c)
@@ -1378,93 +1429,94 @@ static bool writable(struct fleet_cache *c)
     return true;
 }
 
-static struct pending *new_pending(enum pending_kind kind, const char *url, const char *credential)
-{
-    struct pending *p = calloc(1, sizeof *p);
-    if (!p || !(p->url = strdup(url))) {
-        free(p);
-        return NULL;
-    }
-    p->kind = kind;
-    snprintf(p->cred, sizeof p->cred, "%s", credential ? credential : "");
-    return p;
-}
-
 void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
                        const char *last_modified, const char *headers, size_t headers_len, const char *body,
                        size_t body_len)
 {
     if (!url || (!etag && !last_modified) || !writable(c))
         return;
-    struct pending *p = new_pending(PENDING_STORE, url, credential);
-    if (p) {
-        p->headers_len = headers ? headers_len : 0;
-        p->body_len = body ? body_len : 0;
-        p->used_at = next_use(c);
-        if ((etag && !(p->etag = strdup(etag))) || (last_modified && !(p->last_modified = strdup(last_modified))) ||
-            !(p->headers = copy_bytes(headers, p->headers_len)) || !(p->body = copy_bytes(body, p->body_len))) {
-            pending_free(p);
-            p = NULL;
-        }
+    struct pending p = {.kind = PENDING_STORE, .url = url, .etag = etag, .last_modified = last_modified};
+    snprintf(p.cred, sizeof p.cred, "%s", credential ? credential : "");
+    size_t hl = headers ? headers_len : 0, bl = body ? body_len : 0;
+    p.too_large = (long long)(hl + bl) > c->max_size;
+    if (!p.too_large) {
+        p.headers = headers, p.headers_len = hl;
+        p.body = body, p.body_len = bl;
+        p.used_at = next_use(c);
     }
-    enqueue(c, p);
+    submit(c, &p);
 }
 
 void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *credential)
 {
     if (!url || !writable(c))
         return;
-    struct pending *p = new_pending(PENDING_TOUCH, url, credential);
-    if (p)
-        p->used_at = next_use(c);
-    enqueue(c, p);
+    struct pending p = {.kind = PENDING_TOUCH, .url = url, .used_at = next_use(c)};
+    snprintf(p.cred, sizeof p.cred, "%s", credential ? credential : "");
+    submit(c, &p);
 }
 
-/* A lookup answered by the newest pending store of (url, cred): true and
- * e filled with copies, or false (none, or out of memory). */
-static bool lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e)
+/* The newest queued write of kind for (url, cred), or NULL. */
+static const struct pending *newest_pending(struct fleet_cache *c, enum pending_kind kind, const char *url,
+                                            const char *cred)
 {
     const struct pending *found = NULL;
     for (const struct pending *p = c->pending; p; p = p->next)
-        if (p->kind == PENDING_STORE && strcmp(p->url, url) == 0 && strcmp(p->cred, cred) == 0)
+        if (p->kind == kind && strcmp(p->url, url) == 0 && strcmp(p->cred, cred) == 0)
             found = p;
-    if (!found || (long long)(found->headers_len + found->body_len) > c->max_size)
-        return false;
-    e->etag = found->etag ? strdup(found->etag) : NULL;
-    e->last_modified = found->last_modified ? strdup(found->last_modified) : NULL;
+    return found;
+}
+
+/* A lookup answered from the queue: 1 and e filled with copies; 0 for a
+ * miss (a queued store too large to keep, or out of memory); -1 when no
+ * store of (url, cred) is queued and the file has the answer. */
+static int lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e)
+{
+    const struct pending *found = newest_pending(c, PENDING_STORE, url, cred);
+    if (!found)
+        return -1;
+    if (found->too_large)
+        return 0;
+    bool ok = true;
+    e->etag = dup_or_null(found->etag, &ok);
+    e->last_modified = dup_or_null(found->last_modified, &ok);
     e->headers = copy_bytes(found->headers, found->headers_len);
     e->headers_len = found->headers_len;
     e->body = copy_bytes(found->body, found->body_len);
     e->body_len = found->body_len;
-    if ((found->etag && !e->etag) || (found->last_modified && !e->last_modified) || !e->headers || !e->body) {
+    if (!ok || !e->headers || !e->body) {
         fleet_cache_entry_free(e);
-        return false;
+        return 0;
     }
-    return true;
+    return 1;
 }
 
 /* ------------------------------------------------------------- memos */
 
-/* Memos live in the meta table under "memo:" keys, as "<epoch> <value>". */
+/* Memos live in the meta table under "memo:" keys, as "<epoch> <value>".
+ * Copies the value of text into out if it is younger than max_age. */
+static bool memo_value(const char *text, double max_age, char *out, size_t outlen)
+{
+    char *rest = NULL;
+    double stored = strtod(text, &rest);
+    if (!rest || *rest != ' ' || time(NULL) - stored >= max_age || strlen(rest + 1) >= outlen)
+        return false;
+    strcpy(out, rest + 1);
+    return true;
+}
+
 bool fleet_cache_memo_get(struct fleet_cache *c, const char *key, double max_age, char *out, size_t outlen)
 {
     if (!c || c->dead || !key || outlen == 0)
         return false;
-    sqlite3_stmt *q = NULL;
-    bool found = false;
-    if (sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE key = 'memo:' || ?1", -1, &q, NULL) != SQLITE_OK)
-        return false;
+    const struct pending *queued = newest_pending(c, PENDING_MEMO, key, "");
+    if (queued)
+        return memo_value(queued->text, max_age, out, outlen);
+    sqlite3_stmt *q = c->st[ST_MEMO_GET];
     sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT) {
-        const char *text = (const char *)sqlite3_column_text(q, 0);
-        char *rest = NULL;
-        double stored = strtod(text, &rest);
-        if (rest && *rest == ' ' && time(NULL) - stored < max_age && strlen(rest + 1) < outlen) {
-            strcpy(out, rest + 1);
-            found = true;
-        }
-    }
-    sqlite3_finalize(q);
+    bool found = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT &&
+                 memo_value((const char *)sqlite3_column_text(q, 0), max_age, out, outlen);
+    sqlite3_reset(q);
     return found;
 }
 
@@ -1472,12 +1524,12 @@ void fleet_cache_memo_set(struct fleet_cache *c, const char *key, const char *va
 {
     if (!key || !value || !writable(c))
         return;
-    struct pending *p = new_pending(PENDING_MEMO, key, NULL);
-    if (p && !(p->etag = xasprintf("%lld %s", (long long)time(NULL), value))) {
-        pending_free(p);
-        p = NULL;
-    }
-    enqueue(c, p);
+    char *text = xasprintf("%lld %s", (long long)time(NULL), value);
+    if (!text)
+        return;
+    struct pending p = {.kind = PENDING_MEMO, .url = key, .text = text};
+    submit(c, &p);
+    free(text);
 }
 
 /* ------------------------------------------------------- stats, clear */
