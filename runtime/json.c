@@ -257,8 +257,11 @@ static const struct keep_field *find_field(const struct keep *k, const char *nam
     return NULL;
 }
 
-/* The key is read without making a Lua string: only kept keys become one. */
-static bool read_key(struct dec *d, const char **name, size_t *len, bool *escaped)
+/* The key. A plain one is read in place, without making a Lua string
+ * (only kept keys become one); one with escapes ("a\/b", "\u00e9") is
+ * decoded onto the stack when building (*pushed), and *name points into
+ * that string. */
+static bool read_key(struct dec *d, bool build, const char **name, size_t *len, bool *pushed)
 {
     if (d->p >= d->end || *d->p != '"')
         return fail(d, "expected a string key");
@@ -266,16 +269,20 @@ static bool read_key(struct dec *d, const char **name, size_t *len, bool *escape
     const char *q = s;
     while (q < d->end && *q != '"' && *q != '\\')
         q++;
+    *pushed = false;
     if (q < d->end && *q == '"') {
         *name = s;
         *len = (size_t)(q - s);
-        *escaped = false;
         d->p = q + 1;
         return true;
     }
-    /* A key with escapes: decoded as a value (rare; never a kept name). */
-    *escaped = true;
-    return parse_string(d, false);
+    if (!parse_string(d, build))
+        return false;
+    if (build) {
+        *name = lua_tolstring(d->L, -1, len);
+        *pushed = true;
+    }
+    return true;
 }
 
 static bool parse_object(struct dec *d, const struct keep *keep, bool build)
@@ -294,21 +301,20 @@ static bool parse_object(struct dec *d, const struct keep *keep, bool build)
     for (;;) {
         const char *name = NULL;
         size_t len = 0;
-        bool escaped;
+        bool pushed;
         skip_space(d);
-        if (!read_key(d, &name, &len, &escaped))
+        if (!read_key(d, build, &name, &len, &pushed))
             return false;
         skip_space(d);
         if (d->p >= d->end || *d->p != ':')
             return fail(d, "expected ':'");
         d->p++;
         skip_space(d);
-        const struct keep_field *f = keep && !escaped ? find_field(keep, name, len) : NULL;
+        const struct keep_field *f = keep && name ? find_field(keep, name, len) : NULL;
         bool build_it = build && (!keep || f || keep->all);
-        if (build_it && escaped) {
-            /* parse_string left the decoded key on the stack: not kept. */
-        }
-        if (build_it)
+        if (pushed && !build_it)
+            lua_pop(L, 1);
+        else if (build_it && !pushed)
             lua_pushlstring(L, name, len);
         if (!parse_value(d, f ? f->sub : NULL, build_it))
             return false;

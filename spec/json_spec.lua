@@ -24,6 +24,10 @@ describe("json decoding #valgrind", function()
       end
       print()
       print(select(2, core.decode(("["):rep(5000) .. ("]"):rep(5000))))
+      -- keys with escapes, decoded in full and through a keep set
+      local k = core.decode([[{"a\/b":1,"c\u00e9":2,"x":3}]])
+      local kept = core.decode([[{"v":[{"a\/b":1,"c\u00e9":2,"x":3}]}]], "v", { ["a/b"] = true, x = true })
+      print(k["a/b"], k["cé"], k.x, k[""], kept.v[1]["a/b"], kept.v[1]["cé"], kept.v[1].x)
     ]==])
     assert.are.equal(0, r.code, r.stderr)
     local lines = {}
@@ -32,6 +36,7 @@ describe("json decoding #valgrind", function()
     assert.are.equal("true", lines[2])
     assert.are.equal(("refused "):rep(9), lines[3])
     assert.matches("nested too deep", lines[4])
+    assert.are.equal("1\t2\t3\tnil\t1\tnil\t3", lines[5])
   end)
 
   it("builds only the kept fields of a page's items, and everything around them", function()
