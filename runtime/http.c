@@ -568,7 +568,6 @@ static CURLcode decode_body(struct fleet_host *host, struct fleet_request *r, co
         snprintf(r->transfer.errbuf, sizeof r->transfer.errbuf, "the compressed body is %s", why);
         return CURLE_PARTIAL_FILE;
     }
-    fleet_bytes_free(&r->compressed);
     r->compressed = r->transfer.body;
     r->transfer.body = plain;
     return CURLE_OK;
@@ -585,8 +584,7 @@ static bool cached_body(struct fleet_host *host, struct fleet_request *r)
         r->resp.body_len = r->cached.body_len;
         return true;
     }
-    const char *why;
-    fleet_bytes_free(&r->transfer.body);
+    const char *why; /* fleet_gunzip reuses transfer.body's buffer */
     if (fleet_gunzip(r->cached.body, r->cached.body_len, host->cfg.http.max_response_size, &r->transfer.body,
                      &why) != 0)
         return false;
@@ -665,6 +663,9 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     host->stats.bytes += (long long)r->transfer.body.len;
     const char *hb = r->transfer.headers.data ? r->transfer.headers.data : "";
     size_t hl = r->transfer.headers.len;
+    /* The compressed copy is this response's only: one kept from an
+     * earlier attempt or a redirect must not be cached as this body. */
+    fleet_bytes_free(&r->compressed);
     if (cres == CURLE_OK && r->transfer.body.len > 0)
         cres = decode_body(host, r, hb, hl);
     /* Network text that might echo a credential is redacted before it is
