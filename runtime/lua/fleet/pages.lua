@@ -80,8 +80,7 @@ function Pages.open(api, url, opts)
     pending = {},       -- page number -> task handle fetching it
     ready = {},         -- page number -> decoded page, until read
     failed = {},        -- page number -> error
-    next_page = 2,      -- the page the reader gets after the first
-    first = first,
+    next_page = 2,      -- the number of the page the reader gets next
     style = style,
   }, Pages)
   local data, derr = decode(api, first)
@@ -143,7 +142,6 @@ function Pages:next()
   if self.first_items then
     local items = self.first_items
     self.first_items = nil
-    self.page = 1
     return items
   end
   local data, err
@@ -151,7 +149,7 @@ function Pages:next()
     local n = self.next_page
     if n > self.last then return nil end
     for k = n, math.min(self.last, n + self.window - 1) do
-      if not self.pending[k] and not self.ready[k] then self:fetch_async(k) end
+      if not self.pending[k] then self:fetch_async(k) end
     end
     local task = self.pending[n]
     self.pending[n] = nil
@@ -164,7 +162,12 @@ function Pages:next()
     resp, err = self.api:request("GET", self.next_url, self.opts)
     if resp then
       data, err = decode(self.api, resp)
-      if data then self:plan(resp, data) end
+      if data then
+        -- plan may learn the last page only now: the concurrent path
+        -- then goes on from the page after this one
+        self.next_page = self.next_page + 1
+        self:plan(resp, data)
+      end
     end
   else
     return nil
@@ -173,7 +176,6 @@ function Pages:next()
     self.last, self.next_url = nil, nil -- nothing more after a failure
     return nil, err
   end
-  self.page = (self.page or 1) + 1
   return items_of(data, self.items_field)
 end
 
