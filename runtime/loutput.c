@@ -72,6 +72,7 @@ struct writer {
     struct entry *shape_tmp;
     size_t nshape, nshape_kept, cap_shape;
     struct fleet_buf scratch; /* a CSV cell being flattened */
+    struct fleet_buf chunk;   /* encode_many's text (kept: a raise must not leak it) */
     char *name;               /* the path, or "stdout", for messages */
     lua_Integer count;        /* records accepted */
     lua_Integer landed;       /* records known to be in the file */
@@ -590,6 +591,19 @@ static bool encode_record(struct enc *e, int rec, struct fleet_buf *b, bool sepa
     return ok;
 }
 
+/* Commits what was begun, n records: 0, ENOMEM (nothing written, the
+ * output still good) or the output's error. */
+static int commit_records(struct writer *w, lua_Integer n)
+{
+    int err = fleet_out_commit(&w->out);
+    if (err)
+        return err == ENOMEM && !w->out.err ? ENOMEM : err;
+    w->count += n;
+    if (w->out.committed == 0)
+        w->landed = w->count; /* the buffer went out */
+    return 0;
+}
+
 /* Encodes the record at rec and commits it. */
 static enum outcome write_record(struct enc *e, int rec)
 {
@@ -600,18 +614,13 @@ static enum outcome write_record(struct enc *e, int rec)
         fleet_out_abort(&w->out);
         return NOT_ENCODED;
     }
-    int err = fleet_out_commit(&w->out);
-    if (err == ENOMEM && !w->out.err) {
+    int err = commit_records(w, 1);
+    if (err == ENOMEM) {
         e->err = "out of memory";
         e->field = NULL;
         return NOT_ENCODED;
     }
-    if (err)
-        return IO_FAILED;
-    w->count++;
-    if (w->out.committed == 0)
-        w->landed = w->count; /* the buffer went out */
-    return WRITTEN;
+    return err ? IO_FAILED : WRITTEN;
 }
 
 /* ---- the Lua side ---- */
@@ -739,24 +748,21 @@ static int l_encode_many(lua_State *L)
     struct frame f;
     push_frame(L, w, &f);
     struct enc e = {.L = L, .w = w, .f = &f};
-    struct fleet_buf b = {0};
+    struct fleet_buf *b = &w->chunk;
+    fleet_buf_reset(b);
     for (lua_Integer i = 1; i <= n; i++) {
-        if (lua_rawgeti(L, 2, i) != LUA_TTABLE) {
-            fleet_buf_free(&b);
+        if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
             return luaL_argerror(
                 L, 2, lua_pushfstring(L, "record %I is a %s, not a table", i, luaL_typename(L, -1)));
-        }
-        bool ok = encode_record(&e, lua_gettop(L), &b, i > 1);
+        bool ok = encode_record(&e, lua_gettop(L), b, i > 1);
         lua_pop(L, 1);
-        if (!ok || b.failed) {
-            fleet_buf_free(&b);
+        if (!ok || b->failed) {
             if (!e.err)
                 e.err = "out of memory";
             return push_encode_failure(L, &e, i);
         }
     }
-    lua_pushlstring(L, b.data ? b.data : "", b.len);
-    fleet_buf_free(&b);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
     lua_pushinteger(L, n);
     return 2;
 }
@@ -780,17 +786,14 @@ static int l_write_encoded(lua_State *L)
     if (w->format == FORMAT_JSON && w->count > 0)
         fleet_buf_literal(&w->out.buf, ",\n");
     fleet_buf_add(&w->out.buf, text, len);
-    int err = fleet_out_commit(&w->out);
-    if (err == ENOMEM && !w->out.err) {
+    int err = commit_records(w, n);
+    if (err == ENOMEM) {
         lua_pushnil(L);
         lua_pushliteral(L, "out of memory");
         return 2;
     }
     if (err)
         return push_io_failure(L, w);
-    w->count += n;
-    if (w->out.committed == 0)
-        w->landed = w->count;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -855,6 +858,7 @@ static int l_gc(lua_State *L)
     struct writer *w = check_writer(L);
     fleet_buf_free(&w->keys);
     fleet_buf_free(&w->scratch);
+    fleet_buf_free(&w->chunk);
     free(w->key_at);
     free(w->dotted);
     free(w->ents);
