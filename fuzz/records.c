@@ -1,6 +1,6 @@
 /* Response-body decoding and record normalisation, as a page of a listing
  * goes through the host: cjson.decode, each provider plugin's
- * normalize_repository, fleet.records.integers, then the record writers
+ * normalize_repository, then the record writers
  * (loutput.c over output.c).
  *
  * One Lua state is made once, with cjson and the built-in fleet.X modules
@@ -331,7 +331,6 @@ static const char driver[] =
     "-- the host's record shape and clean-up (fleet.records)\n"
     "local records = require('fleet.records')\n"
     "local fields = records.repository_fields\n"
-    "local integers = records.integers or function(rec) return rec end\n"
     "local csv_fields = { 'raw.owner.login', 'raw' } -- a dotted path, a table flattened\n"
     "for i, f in ipairs(fields) do table.insert(csv_fields, i, f) end\n"
     "local null = cjson.null\n"
@@ -398,7 +397,6 @@ static const char driver[] =
     "      elseif type(rec) ~= 'table' then\n"
     "        report(name, i, 'returned a ' .. type(rec) .. ', not a table')\n"
     "      else\n"
-    "        rec = integers(rec) -- as fleet's normalizer does\n"
     "        rec.provider = name\n"
     "        rec.raw = item\n"
     "        write(nd, rec, counts, 1)\n"

@@ -170,11 +170,4 @@ function P.user_info(api)
     html_url = href(v(u.links), "html"), type = t == "user" and "User" or t, created_at = v(u.created_on) }
 end
 
--- App passwords of one user share that user's allowance; each access
--- token is its own (bot) user, so it gets an account of its own.
-function P.account(api)
-  local u = api:get("/user")
-  return u and (v(u.username) or v(u.uuid))
-end
-
 return P

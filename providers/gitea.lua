@@ -135,9 +135,4 @@ function P.user_info(api)
     type = "User", created_at = v(u.created) }
 end
 
-function P.account(api)
-  local u = api:get("/user")
-  return u and v(u.login)
-end
-
 return P

@@ -109,12 +109,6 @@ function P.user_info(api)
     html_url = v(u.html_url), type = v(u.type), created_at = v(u.created_at) }
 end
 
--- The account a token belongs to (tokens of one account share a budget).
-function P.account(api)
-  local u = api:get("/user")
-  return u and v(u.login)
-end
-
 -- Budgets from /rate_limit, which does not count against the limit.
 function P.rate_limit(api)
   local data, err = api:get("/rate_limit", { free = true, cache = false })

@@ -191,10 +191,4 @@ function P.user_info(api)
     html_url = v(u.web_url), type = v(u.bot) == true and "Bot" or "User", created_at = v(u.created_at) }
 end
 
--- GitLab's limits are per user: tokens of one user share them.
-function P.account(api)
-  local u = api:get("/user")
-  return u and v(u.username)
-end
-
 return P

@@ -78,15 +78,25 @@ end
 -- Where tokens of one account share a budget (budget.per_account), learn
 -- each token's account once, in the background, where the provider can
 -- tell and it matters (two or more tokens, no account configured).
+-- The account is the plugin's account(api) if it has one, else the login
+-- user_info gives.
+local function account_of(api)
+  if api.plugin.account then return api.plugin.account(api) end
+  local user = api.plugin.user_info(api)
+  return user and user.login
+end
+
 local function learn_accounts(api)
-  if not api.plugin.account or not (api.plugin.budget and api.plugin.budget.per_account) then return end
+  if not (api.plugin.account or api.plugin.user_info) then return end
+  if not (api.plugin.budget and api.plugin.budget.per_account) then return end
   local tokens = core.tokens(api.name)
   if #tokens < 2 then return end
   for _, t in ipairs(tokens) do
     if core.begin_account_lookup(api.name, t.label) then
       core.spawn(function()
-        local account = api.plugin.account(api:with_token(t.label))
-        if type(account) == "string" then core.set_account(api.name, t.label, account) end
+        -- a plugin that cannot tell leaves the token on a budget of its own
+        local ok, account = pcall(account_of, api:with_token(t.label))
+        if ok and type(account) == "string" then core.set_account(api.name, t.label, account) end
       end)
     end
   end
@@ -141,11 +151,10 @@ end
 -- provider sending something unexpected costs that owner, not the run.
 local function page_normalizer(api, opts, owner)
   local normalize, name, raw = api.plugin.normalize_repository, api.name, opts and opts.raw
-  local integers = records.integers
   local function each(items, out, n)
     for i = 1, #items do
       if type(items[i]) ~= "table" then error(("item %d of a page is not an object"):format(i), 0) end
-      local rec = integers(normalize(items[i], api))
+      local rec = normalize(items[i], api)
       rec.provider = name
       if raw then rec.raw = items[i] end
       n = n + 1
@@ -253,7 +262,7 @@ function fleet.fetch_repository_details(owner, repo, opts)
   local rec
   rec, err = plugin_call(api, what, function()
     if type(raw) ~= "table" then error("the repository is not an object", 0) end
-    return records.integers(api.plugin.normalize_repository(raw, api, true))
+    return api.plugin.normalize_repository(raw, api, true)
   end)
   if not rec then return nil, err end
   rec.provider = api.name
@@ -269,10 +278,7 @@ local function list_call(field, what)
     local list, err = plugin_call(api, ("the %s of %s/%s"):format(what, tostring(owner), tostring(repo)),
       fn, api, owner, repo, opts or {})
     if not list then return nil, err end
-    for _, rec in ipairs(list) do
-      records.integers(rec)
-      rec.provider = api.name
-    end
+    for _, rec in ipairs(list) do rec.provider = api.name end
     return list
   end
 end
@@ -291,7 +297,6 @@ function fleet.fetch_user_info(provider, opts)
   if not api.plugin.user_info then return unsupported(api, "user info") end
   local user, err = plugin_call(api, "the user", api.plugin.user_info, api)
   if not user then return nil, err end
-  records.integers(user)
   user.provider = api.name
   return user
 end

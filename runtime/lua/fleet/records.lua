@@ -15,17 +15,4 @@ records.contributor_fields = { "provider", "login", "id", "name", "email", "cont
 
 records.branch_fields = { "provider", "name", "commit_sha", "protected" }
 
--- JSON numbers decode as floats; counts and ids read better as integers
--- (100015244, not 100015244.0). Converts the integral floats of a record
--- in place and returns it.
-function records.integers(rec)
-  for k, v in pairs(rec) do
-    if math.type(v) == "float" then
-      local i = math.tointeger(v)
-      if i then rec[k] = i end
-    end
-  end
-  return rec
-end
-
 return records
