@@ -30,40 +30,42 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     luaL_openlibs(L);
     /* keep sets: an item's fields (one nested), as plugins name them */
-    luaL_dostring(L, "return { id = true, name = true, owner = { login = true }, topics = true, parent = {} }");
+    if (luaL_dostring(L, "return { id = true, name = true, owner = { login = true }, topics = true, parent = {} }"))
+        abort();
     lua_setglobal(L, "KEEP");
     /* structural equality of two decoded values; for `sub`, only the
      * fields a keep set names (nested keep sets apply to nested values) */
-    luaL_dostring(L,
-                  "local function same(a, b, keep)\n"
-                  "  if type(a) ~= 'table' or type(b) ~= 'table' then\n"
-                  "    return a == b or (a ~= a and b ~= b)\n"
-                  "  end\n"
-                  "  for k, v in next, a do\n"
-                  "    if not same(v, b[k], nil) then return false end\n"
-                  "  end\n"
-                  "  for k in next, b do if a[k] == nil then return false end end\n"
-                  "  return true\n"
-                  "end\n"
-                  "local function kept(full, part, keep)\n"
-                  "  if type(full) ~= 'table' then return same(full, part) end\n"
-                  "  if full[1] ~= nil or next(full) == nil then -- an array: each element\n"
-                  "    for i = 1, #full do if not kept(full[i], part[i], keep) then return false end end\n"
-                  "    return true\n"
-                  "  end\n"
-                  "  for k, v in next, part do\n"
-                  "    local sub = keep[k]\n"
-                  "    if sub == nil then return false end -- built but not kept\n"
-                  "    if type(sub) == 'table' then\n"
-                  "      if not kept(full[k], v, sub) then return false end\n"
-                  "    elseif not same(full[k], v) then return false end\n"
-                  "  end\n"
-                  "  for k in next, keep do\n"
-                  "    if (full[k] == nil) ~= (part[k] == nil) then return false end\n"
-                  "  end\n"
-                  "  return true\n"
-                  "end\n"
-                  "KEPT = kept\n");
+    if (luaL_dostring(L,
+                      "local function same(a, b, keep)\n"
+                      "  if type(a) ~= 'table' or type(b) ~= 'table' then\n"
+                      "    return a == b or (a ~= a and b ~= b)\n"
+                      "  end\n"
+                      "  for k, v in next, a do\n"
+                      "    if not same(v, b[k], nil) then return false end\n"
+                      "  end\n"
+                      "  for k in next, b do if a[k] == nil then return false end end\n"
+                      "  return true\n"
+                      "end\n"
+                      "local function kept(full, part, keep)\n"
+                      "  if type(full) ~= 'table' then return same(full, part) end\n"
+                      "  if full[1] ~= nil or next(full) == nil then -- an array: each element\n"
+                      "    for i = 1, #full do if not kept(full[i], part[i], keep) then return false end end\n"
+                      "    return true\n"
+                      "  end\n"
+                      "  for k, v in next, part do\n"
+                      "    local sub = keep[k]\n"
+                      "    if sub == nil then return false end -- built but not kept\n"
+                      "    if type(sub) == 'table' then\n"
+                      "      if not kept(full[k], v, sub) then return false end\n"
+                      "    elseif not same(full[k], v) then return false end\n"
+                      "  end\n"
+                      "  for k in next, keep do\n"
+                      "    if (full[k] == nil) ~= (part[k] == nil) then return false end\n"
+                      "  end\n"
+                      "  return true\n"
+                      "end\n"
+                      "KEPT = kept\n"))
+        abort();
     return 0;
 }
 

@@ -85,10 +85,11 @@ describe("fuzz harnesses, replayed without libFuzzer #fuzz", function()
   for _, plugin in ipairs({ "bitbucket", "gitea", "github", "gitlab" }) do
     it("records: " .. plugin .. ".lua normalises every input the fuzzer found a problem with", function()
       local dir = "fuzz/regressions/records-plugins/" .. plugin
-      if not is_dir(dir) then return end
+      assert.is_true(is_dir(dir), dir .. " is missing")
       build()
-      local failing = {}
-      for _, file in ipairs(list_files(dir)) do
+      local failing, files = {}, list_files(dir)
+      assert.is_true(#files > 0, dir .. " holds no input")
+      for _, file in ipairs(files) do
         local code, out = replay("records", { file },
           "FUZZ_PLUGIN_ERRORS=fatal FUZZ_PLUGIN_ERROR_MATCH=" .. quote(plugin .. ":") .. " ")
         if code ~= 0 then
