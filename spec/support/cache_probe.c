@@ -626,6 +626,9 @@ static int cmd_locked(const char *dir)
     fleet_cache_memo_set(c, "owner:locked", "user");
     CHECK(lookup_is(c, u1, "", "\"1\"", b1, strlen(b1)), "own pending store not seen");
     CHECK(rows_for(other, u1) == 0, "the store reached the file while it was locked");
+    char queued[32];
+    CHECK(fleet_cache_memo_get(c, "owner:locked", 3600, queued, sizeof queued) && strcmp(queued, "user") == 0,
+          "own queued memo not seen");
     printf("ok a store under another process's lock is kept and seen by its own lookups\n");
 
     CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
