@@ -70,6 +70,7 @@ struct fleet_http {
     CURL **idle; /* easy handles kept for reuse */
     int nidle, capidle;
     double logged_wake; /* the last budget wait announced */
+    double stall_check; /* when fleet_http_watch_stalls looks next */
 };
 
 static void list_remove(struct fleet_list *l, struct fleet_request *r)
@@ -391,6 +392,23 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
     host->stats.requests++;
     fleet_log(FLEET_LOG_DEBUG, "%s %s (token %s:%s)", r->method, r->url, r->provider->name, tok->label);
     return true;
+}
+
+/* A stalled stream is read within one to two periods; a transfer still
+ * receiving data is not touched. */
+#define STALL_CHECK_PERIOD 0.1
+
+double fleet_http_watch_stalls(struct fleet_host *host, double now)
+{
+    struct fleet_http *h = host->http;
+    if (!h->inflight.head)
+        return INFINITY;
+    if (now < h->stall_check)
+        return h->stall_check;
+    for (struct fleet_request *r = h->inflight.head; r; r = r->next)
+        fleet_transport_unstall(r->easy, &r->transfer);
+    h->stall_check = now + STALL_CHECK_PERIOD;
+    return h->stall_check;
 }
 
 /* (provider, resource) pairs found blocked in this pass: the rest of the

@@ -501,6 +501,7 @@ int fleet_sched_run(struct fleet_sched *s)
             s->host->exit_code = 1;
             break;
         }
+        wake = fmin(wake, fleet_http_watch_stalls(s->host, now));
         if (s->heap_len > 0 && s->heap[0]->wake_at < wake)
             wake = s->heap[0]->wake_at;
         if (s->stop_signal && s->stop_deadline < wake)

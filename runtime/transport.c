@@ -136,6 +136,7 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
 {
     x->max_body = conf->max_response_size;
     x->too_large = false;
+    x->watched = 0;
     x->errbuf[0] = 0;
     x->body.len = x->headers.len = 0;
 
@@ -200,6 +201,19 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, a->owner);
     return 0;
+}
+
+void fleet_transport_unstall(CURL *easy, struct fleet_transfer *x)
+{
+    size_t received = x->headers.len + x->body.len;
+    curl_off_t sent_at = 0;
+    /* Only once the request is out: before that there is no stream. */
+    if (received == x->watched && curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &sent_at) == CURLE_OK &&
+        sent_at > 0) {
+        curl_easy_pause(easy, CURLPAUSE_ALL);
+        curl_easy_pause(easy, CURLPAUSE_CONT);
+    }
+    x->watched = received;
 }
 
 void fleet_transport_cleanup(struct fleet_transfer *x)

@@ -18,6 +18,7 @@ struct fleet_transfer {
     struct fleet_bytes headers;
     long long max_body;
     bool too_large;
+    size_t watched;      /* bytes received when the stall watch last looked */
     struct curl_slist *slist; /* request headers, credentials among them */
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -38,6 +39,16 @@ struct fleet_attempt {
  * ran out. */
 int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct fleet_transfer *x,
                           const struct fleet_attempt *a);
+
+/* If the transfer received nothing since the last call, makes libcurl read
+ * its connection again, now. The libcurl of Debian 12 (7.88) can leave the
+ * end of an HTTP/2 stream in its connection buffer, unread, when the
+ * transfer that pulled those bytes off the socket finishes first: nothing
+ * on the socket then wakes the stream, and it sits until its timeout.
+ * Pausing and resuming the transfer is the public way to make libcurl look
+ * again; on a connection with nothing buffered it costs one read that
+ * finds nothing. */
+void fleet_transport_unstall(CURL *easy, struct fleet_transfer *x);
 
 /* Wipes the credential from memory and frees what the attempt held, except
  * the captured body and headers. */

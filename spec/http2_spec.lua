@@ -55,7 +55,10 @@ describe("HTTP/2", function()
 
   it("sends concurrent requests as streams of one connection", function()
     local cfg = gf.config({ providers = { github = { base_url = ("https://127.0.0.1:%d"):format(port) } },
-      http = { ca_file = dir .. "/cert.pem", per_token_concurrency = 8 }, cache = { enabled = false } }, gf.tmpdir())
+      -- A stream left unread would sit until this timeout and be retried,
+      -- which the stream count below would show.
+      http = { ca_file = dir .. "/cert.pem", per_token_concurrency = 8, timeout = 5 }, cache = { enabled = false } },
+      gf.tmpdir())
     local r = gf.run_script(([[
       local paths = {}
       for i = 1, %d do paths[i] = "/r" .. i .. ".json" end
