@@ -67,9 +67,9 @@ void fleet_http_unref(struct fleet_host *host, struct fleet_request *r);
  * something queued could start without a completion first, or INFINITY. */
 double fleet_http_dispatch(struct fleet_host *host, double now);
 
-/* Has libcurl read again for transfers that received nothing since the
- * last look (see fleet_transport_unstall). Returns
- * when it wants to look next, or INFINITY when nothing is in flight. */
+/* Makes libcurl read again for each transfer that received nothing since
+ * the last look (see fleet_transport_unstall). Returns when it wants to
+ * look next, or INFINITY when nothing is in flight. */
 double fleet_http_watch_stalls(struct fleet_host *host, double now);
 
 /* A transfer finished (called from the loop, not from a curl callback). */
