@@ -25,6 +25,7 @@
 #include "pool.h"
 #include "sched.h"
 #include "transport.h"
+#include "urlpath.h"
 
 enum { MAX_REDIRECTS = 5 };
 
@@ -184,6 +185,8 @@ static struct fleet_request *find_twin(struct fleet_http *h, const struct fleet_
     return NULL;
 }
 
+static void url_origin(const char *url, char *buf, size_t len);
+
 struct fleet_request *fleet_http_submit(struct fleet_host *host, struct fleet_task *t,
                                         const struct fleet_request_spec *spec, const char **err)
 {
@@ -191,6 +194,8 @@ struct fleet_request *fleet_http_submit(struct fleet_host *host, struct fleet_ta
         *err = "the URL must start with http:// or https://";
         return NULL;
     }
+    if ((*err = fleet_url_path_problem(spec->url)))
+        return NULL;
     struct fleet_request *r = calloc(1, sizeof *r);
     if (!r)
         goto oom;
@@ -203,6 +208,11 @@ struct fleet_request *fleet_http_submit(struct fleet_host *host, struct fleet_ta
                                                                            : "core");
     if (!r->method || !r->url || !r->resource)
         goto oom;
+    /* A URL outside the provider's origin (a full URL from a script or a
+     * plugin) goes without the credential, as a redirect there would. */
+    char origin[512];
+    url_origin(r->url, origin, sizeof origin);
+    r->no_credentials = strcasecmp(origin, spec->provider->origin) != 0;
     if (spec->body) {
         r->body = malloc(spec->body_len + 1);
         if (!r->body)

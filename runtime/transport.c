@@ -165,6 +165,10 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
         return -1;
 
     curl_easy_setopt(easy, CURLOPT_URL, a->url);
+    /* The path goes out as given (and as logged): the host refuses dot
+     * segments before a request is queued (urlpath.c), so libcurl has
+     * nothing to normalise. */
+    curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
     if (strcmp(a->method, "GET") == 0) {
         curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(a->method, "HEAD") == 0) {

@@ -3,6 +3,7 @@
 -- the others' records are still written (exit status 1).
 local cli = require("fleet.cli")
 local core = require("fleet.core")
+local owners = require("fleet.owners")
 local progress = require("fleet.progress")
 
 local usage = [[
@@ -10,15 +11,20 @@ usage: gitfleet fetch [OPTIONS] OWNER...
 
 Fetches every repository of each OWNER (a user, organisation, group or
 workspace; PROVIDER:OWNER picks a provider per owner), all owners at once,
-and writes one record per repository to standard output or --output. Records
-come out in owner order (owners as given, pages in order), so two runs over
-unchanged data write identical files; the first unfinished owner's pages are
-written as they arrive, the others' wait in a bounded buffer.
+and writes one record per repository to standard output or --output. An
+owner given more than once (names compared ignoring case) is fetched and
+written once. Records come out in owner order (owners as given, pages in
+order), so two runs over unchanged data write identical files; the first
+unfinished owner's pages are written as they arrive, the others' wait in a
+bounded buffer.
 
 Options:
   -p, --provider P       provider for owners without PROVIDER: (default: the
                          first configured one, else github)
-  --owners-file FILE     more owners, one per line (# comments; - for stdin)
+  --owners-file FILE     more owners, one per line (# comments and blank
+                         lines skipped; - for stdin)
+  --keep-duplicates      fetch and write an owner given more than once
+                         once per mention (default: once)
   -f, --format FORMAT    ndjson (default when stdout is not a terminal),
                          json (one array), csv, or table (the default on a
                          terminal)
@@ -41,22 +47,20 @@ local opts, rest, fail = cli.parse("fetch", arg, {
   { "--help", "-h" }, { "--provider", "-p", arg = "P" }, { "--owners-file", arg = "FILE" },
   { "--format", "-f", arg = "FORMAT" }, { "--fields", arg = "LIST" }, { "--output", "-o", arg = "FILE" },
   { "--type", "-t", arg = "T" }, { "--raw" }, { "--concurrency", "-j", arg = "N" },
+  { "--keep-duplicates" },
 })
 if opts.help then io.stdout:write(usage) return 0 end
 
-local owners = {}
-for _, o in ipairs(rest) do owners[#owners + 1] = o end
+-- Owners as typed: arguments first, then the file's lines.
+local entries = {}
+for i, o in ipairs(rest) do entries[#entries + 1] = { text = o, where = "argument " .. i } end
 if opts.owners_file then
-  local f, err
-  if opts.owners_file == "-" then f = io.stdin else f, err = io.open(opts.owners_file) end
-  if not f then fail(err) end
-  for line in f:lines() do
-    line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
-    if line ~= "" then owners[#owners + 1] = line end
-  end
-  if f ~= io.stdin then f:close() end
+  local lines, err = owners.read_lines(opts.owners_file)
+  if not lines then fail(err) end
+  local name = opts.owners_file == "-" and "stdin" or opts.owners_file
+  for _, l in ipairs(lines) do entries[#entries + 1] = { text = l.text, where = name .. ":" .. l.line } end
 end
-if #owners == 0 then fail("no OWNER given") end
+if #entries == 0 then fail("no OWNER given") end
 
 local to_terminal = not opts.output and core.isatty(1)
 local format = opts.format or (to_terminal and "table" or "ndjson")
@@ -75,15 +79,8 @@ end
 local providers = {}
 for _, p in ipairs(fleet.providers()) do providers[p.name] = true end
 if opts.provider and not providers[opts.provider] then fail("no provider named '" .. opts.provider .. "'") end
-local jobs = {}
-for i, o in ipairs(owners) do
-  local p, name = o:match("^([%w_-]+):(.+)$")
-  if p and providers[p] then
-    jobs[i] = { provider = p, owner = name, label = o }
-  else
-    jobs[i] = { provider = opts.provider, owner = o, label = o }
-  end
-end
+local jobs, jerr = owners.jobs(entries, providers, opts.provider or fleet.default_provider(), opts.keep_duplicates)
+if not jobs then fail(jerr) end
 
 -- The writer: a table on a terminal is a few columns per line. Both kinds
 -- encode pages to text first (encode_many) so that pages can be held back

@@ -40,8 +40,8 @@ function Api:with_keep(keep)
   return copy_with(self, "keep", keep)
 end
 
-local escape = util.escape
-Api.escape = escape
+local query_escape = util.query_escape
+Api.escape = util.escape
 
 -- Absolute URL for a path ("/users/x/repos") or a full URL, with a query
 -- table appended in sorted order (stable URLs make cache hits).
@@ -58,7 +58,7 @@ function Api:url(path, query)
     local parts = {}
     for _, k in ipairs(keys) do
       local v = query[k]
-      if v ~= nil and v ~= false then parts[#parts + 1] = escape(k) .. "=" .. escape(v) end
+      if v ~= nil and v ~= false then parts[#parts + 1] = query_escape(k) .. "=" .. query_escape(v) end
     end
     if #parts > 0 then url = url .. (url:find("?", 1, true) and "&" or "?") .. table.concat(parts, "&") end
   end

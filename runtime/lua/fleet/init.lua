@@ -170,11 +170,21 @@ local function page_normalizer(api, opts, owner)
   end
 end
 
+-- nil, err when an owner or repository name cannot be placed in an API
+-- path ("", ".", "..", a space or a control character: fleet.owners).
+local function invalid_name(api, what, name)
+  local problem = require("fleet.owners").name_problem(name)
+  if not problem then return nil end
+  return fleet.error("invalid", ("%s %q: %s"):format(what, name, problem), { provider = api.name })
+end
+
 local function open_repositories(owner, opts)
   if type(owner) ~= "string" or owner == "" then
     error("bad argument #1 (owner must be a non-empty string)", 3)
   end
   local api = api_for(opts)
+  local bad = invalid_name(api, "owner", owner)
+  if bad then return nil, bad end
   -- Pages build only the fields the plugin's normaliser reads, unless the
   -- caller wants the provider's whole object.
   if api.plugin.repository_keys and not (opts and opts.raw) then api = api:with_keep(api.plugin.repository_keys) end
@@ -256,6 +266,8 @@ end
 function fleet.fetch_repository_details(owner, repo, opts)
   local api = api_for(opts)
   if not api.plugin.repository_details then return unsupported(api, "repository details") end
+  local bad = invalid_name(api, "owner", tostring(owner)) or invalid_name(api, "repository", tostring(repo))
+  if bad then return nil, bad end
   local what = ("repository %s/%s"):format(tostring(owner), tostring(repo))
   local raw, err = plugin_call(api, what, api.plugin.repository_details, api, owner, repo, opts or {})
   if not raw then return nil, err end
@@ -275,6 +287,8 @@ local function list_call(field, what)
     local api = api_for(opts)
     local fn = api.plugin[field]
     if not fn then return unsupported(api, what) end
+    local bad = invalid_name(api, "owner", tostring(owner)) or invalid_name(api, "repository", tostring(repo))
+    if bad then return nil, bad end
     local list, err = plugin_call(api, ("the %s of %s/%s"):format(what, tostring(owner), tostring(repo)),
       fn, api, owner, repo, opts or {})
     if not list then return nil, err end

@@ -19,11 +19,24 @@ function util.object(x)
   return nil
 end
 
--- One URL path segment: every byte but the unreserved ones percent-encoded,
--- so "acme/tools" becomes "acme%2Ftools" (GitLab's full paths).
-function util.escape(s)
+local function percent_encode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
+
+-- One URL path segment: every byte but the unreserved ones percent-encoded,
+-- so "acme/tools" becomes "acme%2Ftools" (GitLab's full paths). An empty
+-- value, "." and ".." raise: as a segment they would change which endpoint
+-- is called ("/orgs/../repos" is "/repos"), and no provider has such names.
+function util.escape(s)
+  s = tostring(s)
+  if s == "" or s == "." or s == ".." then
+    error(("'%s' cannot be a part of an API path"):format(s), 2)
+  end
+  return percent_encode(s)
+end
+
+-- A query-string name or value, percent-encoded the same way (any value).
+util.query_escape = percent_encode
 
 -- A page source that drops the items keep(item) refuses; it has next()
 -- like the host's pages object, which is all fleet asks of repositories().

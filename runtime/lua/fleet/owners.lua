@@ -1,0 +1,121 @@
+-- The owner list of `gitfleet fetch`: read from arguments, a file or
+-- standard input, checked where the user typed it, and each owner kept once.
+--
+-- An owner is OWNER or PROVIDER:OWNER. It is refused (a usage error that
+-- names the argument or file:line) when it is empty, when PROVIDER is not a
+-- provider, when it holds a space or a control character, or when one of
+-- its "/"-separated parts is empty, "." or ".." (no provider allows such a
+-- name, and a dot segment would change which API path is called).
+local owners = {}
+
+-- A line of an owners file longer than this is refused: no owner name is
+-- near it, and reading /dev/zero must not fill the memory.
+owners.MAX_LINE = 4096
+local BLOCK = 65536
+
+-- lines, err = owners.read_lines(path): the lines of a file ("-" for
+-- standard input), each as { text =, line = n }, with blank lines, lines
+-- starting with # and what follows a # removed. err is one line naming
+-- the file when it cannot be read as lines.
+function owners.read_lines(path)
+  local f, err
+  if path == "-" then
+    f, path = io.stdin, "standard input"
+  else
+    f, err = io.open(path, "rb")
+    if not f then return nil, ("cannot read --owners-file %s"):format(err) end
+  end
+  local out, pending, n = {}, "", 0
+  local function take(line)
+    n = n + 1
+    line = line:gsub("\r$", "")
+    line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
+    if line ~= "" then out[#out + 1] = { text = line, line = n } end
+  end
+  local problem
+  while true do
+    local chunk, rerr = f:read(BLOCK)
+    if not chunk then
+      if rerr then problem = ("cannot read %s: %s"):format(path, rerr) end
+      break
+    end
+    local start = 1
+    while true do
+      local nl = chunk:find("\n", start, true)
+      if not nl then break end
+      local line = pending .. chunk:sub(start, nl - 1)
+      pending = ""
+      if #line > owners.MAX_LINE then break end
+      take(line)
+      start = nl + 1
+    end
+    pending = pending .. chunk:sub(start)
+    if #pending > owners.MAX_LINE then
+      problem = ("%s: line %d is longer than %d bytes"):format(path, n + 1, owners.MAX_LINE)
+      break
+    end
+  end
+  if not problem and pending ~= "" then take(pending) end
+  if f ~= io.stdin then f:close() end
+  if problem then return nil, problem end
+  return out
+end
+
+-- nil when name is a valid owner name, else why not.
+local function name_problem(name)
+  if name == "" then return "empty owner" end
+  if name:find("[%s%c]") then return "an owner name holds no space or control character" end
+  for part in (name .. "/"):gmatch("([^/]*)/") do
+    if part == "" then return "an owner name has no empty part (leading, trailing or double '/')" end
+    if part == "." or part == ".." then return "'.' and '..' are not owner names" end
+  end
+  return nil
+end
+owners.name_problem = name_problem
+
+-- job, err = owners.parse(text, providers): text is OWNER or
+-- PROVIDER:OWNER; providers maps provider names to true. The job is
+-- { provider =, owner =, label = text } (provider nil: the default).
+function owners.parse(text, providers)
+  local prefix, name = text:match("^([^:/]*):(.*)$")
+  local provider
+  if prefix then
+    if prefix == "" then return nil, "empty provider before ':'" end
+    if not providers[prefix] then
+      local names = {}
+      for p in pairs(providers) do names[#names + 1] = p end
+      table.sort(names)
+      return nil, ("unknown provider '%s' (providers: %s)"):format(prefix, table.concat(names, ", "))
+    end
+    if name == "" then return nil, ("empty owner after '%s:'"):format(prefix) end
+    provider = prefix
+  else
+    name = text
+  end
+  local problem = name_problem(name)
+  if problem then return nil, problem end
+  return { provider = provider, owner = name, label = text }
+end
+
+-- jobs, err = owners.jobs(entries, providers, default_provider, keep_duplicates)
+-- entries: { text =, where = "argument 3" | "FILE:12" }. An owner given
+-- more than once (same provider, names equal ignoring case, as on every
+-- provider) is kept once, at its first place, unless keep_duplicates.
+function owners.jobs(entries, providers, default_provider, keep_duplicates)
+  local jobs, seen = {}, {}
+  for _, e in ipairs(entries) do
+    local job, err = owners.parse(e.text, providers)
+    if not job then
+      local shown = ("%q"):format(e.text):gsub("\\\n", "\\n")
+      return nil, ("%s: %s: %s"):format(e.where, shown, err)
+    end
+    local key = (job.provider or default_provider or "") .. ":" .. job.owner:lower()
+    if keep_duplicates or not seen[key] then
+      seen[key] = true
+      jobs[#jobs + 1] = job
+    end
+  end
+  return jobs
+end
+
+return owners
