@@ -54,32 +54,108 @@ static void make_readonly(lua_State *L)
     lua_remove(L, -2);                 /* [proxy] */
 }
 
-/* require, for plugins: the built-in fleet.* modules and cjson only, so a
- * plugin reaches neither io nor the whole of os through it. */
+/* require, for plugins: cjson and fleet.plugin only, each as a read-only
+ * view of its own, so a plugin can neither reach io, os or the host's
+ * modules through it nor change a module the host and scripts use. */
 static int plugin_require(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    if (strcmp(name, "cjson") != 0 && strncmp(name, "fleet.", 6) != 0)
-        return luaL_error(L, "plugins may require only cjson and the fleet.* modules, not '%s'", name);
+    if (strcmp(name, "cjson") != 0 && strcmp(name, "fleet.plugin") != 0)
+        return luaL_error(L, "plugins may require only cjson and fleet.plugin, not '%s'", name);
     lua_settop(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_getglobal(L, "require");
     lua_insert(L, 1);
     lua_call(L, 1, 1);
+    make_readonly(L);
     return 1;
 }
 
-/* Pushes the read-only base table, built once and kept in the registry.
- * Plugins are code the operator installs, so this is no security
- * boundary; it keeps a plugin from changing what other plugins and
- * scripts see. */
-static void push_plugin_base(lua_State *L)
+/* Metatables a plugin set itself (a weak-keyed set in the registry). Only
+ * these can a plugin read or replace: the metatables of strings and of
+ * the host's objects (the api object, errors) are shared with the host
+ * and with scripts, and changing one would change them everywhere. */
+#define PLUGIN_METATABLES "fleet.plugin_metatables"
+
+static void push_plugin_metatables(lua_State *L)
 {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "fleet.plugin_base") == LUA_TTABLE)
+    if (lua_getfield(L, LUA_REGISTRYINDEX, PLUGIN_METATABLES) == LUA_TTABLE)
         return;
     lua_pop(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, PLUGIN_METATABLES);
+}
+
+/* Pushes the metatable of the value at idx if a plugin made it; returns
+ * whether it did (nothing is pushed otherwise). */
+static int push_plugin_made_metatable(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+        return 0;
+    push_plugin_metatables(L);     /* [mt, set] */
+    lua_pushvalue(L, -2);
+    int made = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    if (!made)
+        lua_pop(L, 1);
+    return made;
+}
+
+/* getmetatable, for plugins: nil for every value whose metatable the
+ * plugin did not set (strings, the host's objects). */
+static int plugin_getmetatable(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    if (!push_plugin_made_metatable(L, 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    /* its __metatable field if it has one, as Lua's getmetatable does */
+    luaL_getmetafield(L, 1, "__metatable");
+    return 1;
+}
+
+/* setmetatable, for plugins: on a table with no metatable or one the
+ * plugin set; the new metatable is remembered as the plugin's. */
+static int plugin_setmetatable(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (lua_getmetatable(L, 1)) {
+        lua_pop(L, 1);
+        if (!push_plugin_made_metatable(L, 1))
+            return luaL_error(L, "plugins may set metatables only on tables they made");
+        lua_pop(L, 1);
+        if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+            return luaL_error(L, "cannot change a protected metatable");
+    }
+    lua_settop(L, 2);
+    if (t == LUA_TTABLE) {
+        push_plugin_metatables(L);
+        lua_pushvalue(L, 2);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* Pushes a new base table for one plugin: read-only, over read-only views
+ * of the libraries. Each plugin gets its own, so that what one plugin does
+ * to its globals (rawset included) no other plugin, the host or a script
+ * sees. docs/providers.md ("The sandbox") lists what is here. */
+static void push_plugin_base(lua_State *L)
+{
     static const char *const globals[] = {
         "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring", "type",
-        "xpcall", "setmetatable", "getmetatable", "rawequal", "rawget", "rawlen", "rawset", "_VERSION", NULL,
+        "xpcall", "rawequal", "rawget", "rawlen", "rawset", "_VERSION", NULL,
     };
     static const char *const libraries[] = {"string", "table", "math", "utf8", NULL};
     lua_newtable(L);                   /* [base] */
@@ -87,6 +163,10 @@ static void push_plugin_base(lua_State *L)
         lua_getglobal(L, *g);
         lua_setfield(L, -2, *g);
     }
+    lua_pushcfunction(L, plugin_getmetatable);
+    lua_setfield(L, -2, "getmetatable");
+    lua_pushcfunction(L, plugin_setmetatable);
+    lua_setfield(L, -2, "setmetatable");
     for (const char *const *g = libraries; *g; g++) {
         lua_getglobal(L, *g);
         make_readonly(L);
@@ -103,17 +183,13 @@ static void push_plugin_base(lua_State *L)
     lua_pop(L, 1);
     make_readonly(L);
     lua_setfield(L, -2, "os");
-    lua_getglobal(L, "require");
-    lua_pushvalue(L, -1);
+    lua_pushcfunction(L, plugin_require);
     lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);                 /* [base, require, cjson] */
-    make_readonly(L);
-    lua_setfield(L, -3, "json");
-    lua_pushcclosure(L, plugin_require, 1);
+    lua_call(L, 1, 1);                 /* [base, json view] */
+    lua_setfield(L, -2, "json");
+    lua_pushcfunction(L, plugin_require);
     lua_setfield(L, -2, "require");
     make_readonly(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "fleet.plugin_base");
 }
 
 static void instruction_budget_hook(lua_State *L, lua_Debug *ar)

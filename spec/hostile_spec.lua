@@ -192,3 +192,160 @@ describe("owner lists", function()
     end
   end)
 end)
+
+-- Each line of docs/providers.md "The sandbox", tried by a plugin.
+describe("the plugin sandbox", function()
+  after_each(gf.cleanup)
+
+  -- A plugin named `name` whose top level runs `top` (with `report(what,
+  -- value)` at hand) and whose repositories() runs `call`; the script then
+  -- runs `script` with P = the plugin's table. Returns the run.
+  local function probe(top, call, script, args)
+    local rec = recorder.start()
+    local dir = gf.tmpdir()
+    gf.write(dir .. "/probe.lua", ([[
+local P = { base_url = %q, auth = { header = "Authorization" }, pagination = { style = "none" },
+  report = {} }
+local function report(what, value) P.report[what] = tostring(value) end
+local function tries(f, ...) local ok, err = pcall(f, ...) return ok or tostring(err) end
+%s
+function P.repositories(api, owner, opts)
+%s
+  return api:pages("/list/" .. util_escape(owner))
+end
+function P.normalize_repository(r) return { name = r.name } end
+return P
+]]):format(rec.url, "util_escape = require('fleet.plugin').escape\n" .. top, call or ""))
+    local cfg = gf.config({ providers = { probe = { base_url = rec.url } }, plugin_paths = { dir } })
+    local r = gf.run_script("local P = fleet.provider('probe').plugin\n" .. (script or ""), cfg, { args = args })
+    rec:stop()
+    return r, rec
+  end
+
+  it("takes the shared string metatable out of a plugin's reach (issue: __index hijack)", function()
+    local r = probe([[
+report("getmetatable('')", getmetatable(""))
+report("hijack", tries(function() getmetatable("").__index = function() return "PWNED" end end))
+report("rawset string", tries(function() rawset(string, "find", function() return "PWNED" end) end))
+report("own view", string.find == nil and "none" or string.find("abc", "b"))
+]], nil, [[
+print(P.report["getmetatable('')"], P.report["own view"], ("abc"):find("b"), string.find("abc", "b"))
+print(P.report.hijack:match("attempt to index a nil value") ~= nil)
+]])
+    assert.are.equal(0, r.code, r.stderr)
+    -- the plugin's own view of string changed; nobody else's did
+    assert.are.equal("nil\tPWNED\t2\t2\t2\ntrue\n", r.stdout)
+  end)
+
+  it("a plugin that reaches for the string metatable at its top level fails to load, naming its file", function()
+    local dir = gf.tmpdir()
+    gf.write(dir .. "/hijack.lua", [[
+getmetatable("").__index = function(s, k) error("hijacked " .. k) end
+return { base_url = "http://127.0.0.1:1", auth = { header = "Authorization" }, pagination = { style = "none" },
+  repositories = function() end, normalize_repository = function() end }
+]])
+    local cfg = gf.config({ providers = { hijack = {} }, plugin_paths = { dir } })
+    local r = gf.run({ "--config", cfg, "fetch", "-p", "github", "acme" })
+    assert.are.equal(2, r.code)
+    assert.matches(dir:gsub("%p", "%%%0") .. "/hijack.lua:1: attempt to index a nil value", r.stderr)
+    assert.is_falsy(r.stderr:find("hijacked", 1, true))
+  end)
+
+  it("refuses writes to the shared libraries and to required modules", function()
+    local r = probe([[
+report("string.rep", tries(function() string.rep = nil end))
+report("json", tries(function() json.decode = nil end))
+report("cjson", tries(function() require("cjson").encode = nil end))
+report("util", tries(function() require("fleet.plugin").escape = nil end))
+report("os", tries(function() os.time = nil end))
+report("math", tries(function() math.pi = 3 end))
+]], nil, [[
+for _, k in ipairs({ "string.rep", "json", "cjson", "util", "os", "math" }) do
+  print(k, (P.report[k]:match("read%-only")))
+end
+print(("x"):rep(3), require("cjson").encode({ 1 }), require("fleet.plugin").escape("a b"))
+]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("string.rep\tread-only\njson\tread-only\ncjson\tread-only\nutil\tread-only\n"
+      .. "os\tread-only\nmath\tread-only\nxxx\t[1]\ta%20b\n", r.stdout)
+  end)
+
+  it("lets a plugin require only cjson and fleet.plugin", function()
+    local r = probe([[
+for _, m in ipairs({ "fleet.core", "fleet", "fleet.api", "fleet.cli", "io", "os", "debug", "string" }) do
+  report(m, tries(require, m))
+end
+report("cjson", type(require("cjson").decode))
+report("fleet.plugin", type(require("fleet.plugin").list))
+]], nil, [[
+for _, m in ipairs({ "fleet.core", "fleet", "fleet.api", "fleet.cli", "io", "os", "debug", "string" }) do
+  print(m, P.report[m]:match("may require only cjson and fleet.plugin") ~= nil)
+end
+print(P.report.cjson, P.report["fleet.plugin"])
+]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal(("fleet.core\ttrue\nfleet\ttrue\nfleet.api\ttrue\nfleet.cli\ttrue\nio\ttrue\nos\ttrue\n"
+      .. "debug\ttrue\nstring\ttrue\nfunction\tfunction\n"), r.stdout)
+  end)
+
+  it("has no io, load, debug, coroutine, package, print or the rest of os", function()
+    local r = probe([[
+for _, g in ipairs({ "io", "load", "loadfile", "dofile", "debug", "coroutine", "package", "print",
+  "collectgarbage" }) do report(g, type(_ENV[g])) end
+for _, f in ipairs({ "execute", "getenv", "exit", "remove", "rename", "tmpname" }) do report("os." .. f, type(os[f])) end
+report("os.time", type(os.time))
+]], nil, [[
+local keys = {}
+for k in pairs(P.report) do keys[#keys + 1] = k end
+table.sort(keys)
+for _, k in ipairs(keys) do io.write(k, "=", P.report[k], " ") end
+]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("collectgarbage=nil coroutine=nil debug=nil dofile=nil io=nil load=nil loadfile=nil "
+      .. "os.execute=nil os.exit=nil os.getenv=nil os.remove=nil os.rename=nil os.time=function "
+      .. "os.tmpname=nil package=nil print=nil ", r.stdout)
+  end)
+
+  it("gives a plugin globals of its own: another plugin and scripts do not see them", function()
+    local r = probe([[
+mine = "set by probe"
+report("rawset base", tries(function() rawset(getmetatable(_ENV) or {}, "x", 1) end))
+]], nil, [[
+print(mine, P.report["rawset base"])
+local gh = fleet.provider("github").plugin
+print(gh.title)
+]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("nil\ttrue\nGitHub\n", r.stdout)
+  end)
+
+  it("lets a plugin set and read metatables of its own tables only, never the host's objects'", function()
+    local r = probe([[
+local mt = { __index = function(_, k) return k .. "!" end }
+local t = setmetatable({}, mt)
+report("own", t.x)
+report("own getmetatable", getmetatable(t) == mt)
+]], [[
+  report("api mt", getmetatable(api))
+  report("set api mt", tries(setmetatable, api, {}))
+  report("protected", tries(setmetatable, setmetatable({}, { __metatable = "no" }), {}))
+  P.calls = (P.calls or 0) + 1
+  if P.calls == 1 then -- the next call must not see these
+    api.base_url = "http://127.0.0.1:1"
+    api.request = function() error("replaced by the plugin") end
+  end
+  report("string mt", getmetatable("x"))
+]], [[
+local api = fleet.provider("probe")
+local before = api.base_url
+print(pcall(fleet.fetch_repositories, "acme", { provider = "probe" }))
+print(P.report.own, P.report["own getmetatable"], P.report["api mt"], P.report["string mt"])
+print(P.report["set api mt"]:match("only on tables they made") ~= nil, P.report.protected)
+print(fleet.provider("probe").base_url == before, getmetatable(api) ~= nil)
+print(#assert(fleet.fetch_repositories("acme", { provider = "probe" })))
+]])
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("^false\t.-\nx!\ttrue\tnil\tnil\ntrue\tcannot change a protected metatable\ntrue\ttrue\n0\n$",
+      r.stdout)
+  end)
+end)

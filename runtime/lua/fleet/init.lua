@@ -118,10 +118,10 @@ function fleet.provider(name)
   error(("no provider named '%s' (see `gitfleet providers`)"):format(tostring(name)), 2)
 end
 
+-- A copy of the provider's API object for one call: what a plugin does to
+-- the api it is given stays in that call (scripts and the host keep theirs).
 local function api_for(opts)
-  local api = fleet.provider(opts and opts.provider)
-  if opts and opts.token then api = api:with_token(opts.token) end
-  return api
+  return fleet.provider(opts and opts.provider):with_token(opts and opts.token)
 end
 
 -- Calls a plugin function. A plugin that cannot read what its provider
