@@ -968,6 +968,7 @@ static const struct field cache_fields[] = {
 static const struct field lua_fields[] = {
     {"memory_limit", F_SIZE, AT(lua.memory_limit), 16 * MiB, 1 * TiB},
     {"plugin_instructions", F_COUNT, AT(lua.plugin_instructions), 1000, 1e12},
+    {"script_timeout", F_SECONDS, AT(lua.script_timeout), 0, 366 * DAY},
     {NULL, F_INT, 0, 0, 0},
 };
 

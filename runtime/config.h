@@ -55,6 +55,7 @@ struct fleet_cache_conf {
 struct fleet_lua_conf {
     long long memory_limit;     /* bytes for the Lua state (1 GiB) */
     long long plugin_instructions; /* instruction budget to load one plugin (10M) */
+    double script_timeout;      /* seconds a run may last, 0: no limit (0) */
 };
 
 enum fleet_log_level { FLEET_LOG_ERROR, FLEET_LOG_WARN, FLEET_LOG_INFO, FLEET_LOG_DEBUG };

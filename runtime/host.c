@@ -2,6 +2,7 @@
  * which parts depend on each other is visible here and nowhere else. */
 #include "host.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "cache.h"
 #include "http.h"
+#include "interrupt.h"
 #include "log.h"
 #include "lstate.h"
 #include "plugin.h"
@@ -174,7 +176,10 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
         free(a.load_error);
         return 1;
     }
+    if (host->cfg.lua.script_timeout > 0)
+        fleet_interrupt_set_timeout(host->cfg.lua.script_timeout);
     int signo = fleet_sched_run(host->sched);
+    fleet_interrupt_cancel_timeout();
     int code = host->exit_code;
     struct fleet_task *main_task = fleet_sched_main(host->sched);
     if (main_task && main_task->fatal) {
@@ -208,6 +213,6 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
     if (fleet_sched_unobserved_errors(host->sched) > 0 && code < 1)
         code = 1;
     if (signo)
-        code = 128 + signo;
+        code = signo == SIGALRM ? 124 : 128 + signo; /* 124: a timeout, as timeout(1) says */
     return code;
 }

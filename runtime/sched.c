@@ -19,6 +19,7 @@
 
 #include "host.h"
 #include "http.h"
+#include "interrupt.h"
 #include "log.h"
 #include "lstate.h"
 
@@ -44,12 +45,15 @@ static int signal_pipe[2] = {-1, -1};
 static void on_signal(int signo)
 {
     int saved = errno;
+    if (fleet_signal_received && signo == SIGALRM)
+        return; /* lua.script_timeout while already stopping */
     if (fleet_signal_received) {
         /* A second signal: the user insists. */
         signal(signo, SIG_DFL);
         raise(signo);
     }
     fleet_signal_received = signo;
+    fleet_interrupt_arm(); /* Lua code that never yields stops too */
     if (signal_pipe[1] >= 0) {
         ssize_t ignored = write(signal_pipe[1], "!", 1);
         (void)ignored;
@@ -86,6 +90,7 @@ struct fleet_sched *fleet_sched_new(struct fleet_host *host, char *err, size_t e
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGALRM, &sa, NULL); /* lua.script_timeout */
     return s;
 }
 
@@ -402,7 +407,9 @@ static void run_task(struct fleet_sched *s, struct fleet_task *t)
         nargs = 0; /* values a primitive left for its continuation stay put */
     else
         nargs -= 1; /* first run: the function and its arguments */
+    fleet_interrupt_enter(t->co);
     int status = lua_resume(t->co, s->host->L, nargs, &nres);
+    fleet_interrupt_leave();
     if (status == LUA_YIELD) {
         lua_pop(t->co, nres);
         if (t->state == TASK_RUNNING) {
@@ -446,8 +453,13 @@ void fleet_sched_interrupt(struct fleet_sched *s, int signo)
     if (s->stop_signal)
         return;
     s->stop_signal = signo;
-    s->stop_deadline = fleet_now() + 1.0;
-    fleet_log(FLEET_LOG_WARN, "interrupted: finishing what is in flight, starting nothing new");
+    s->stop_deadline = fleet_now() + FLEET_INTERRUPT_GRACE;
+    fleet_interrupt_cancel_timeout();
+    if (signo == SIGALRM)
+        fleet_log(FLEET_LOG_WARN, "the run reached lua.script_timeout (%gs): finishing what is in flight, "
+                                  "starting nothing new", s->host->cfg.lua.script_timeout);
+    else
+        fleet_log(FLEET_LOG_WARN, "interrupted: finishing what is in flight, starting nothing new");
 }
 
 static void drain_signal_pipe(void)
@@ -520,6 +532,10 @@ int fleet_sched_run(struct fleet_sched *s)
             if (msg->msg == CURLMSG_DONE)
                 fleet_http_done(s->host, msg->easy_handle, msg->data.result);
     }
+    /* A signal that stopped the last task's Lua code (interrupt.c) still
+     * ends the run as a signal does. */
+    if (fleet_signal_received && !s->stop_signal)
+        fleet_sched_interrupt(s, fleet_signal_received);
     return s->stop_signal;
 }
 

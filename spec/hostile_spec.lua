@@ -349,3 +349,62 @@ print(#assert(fleet.fetch_repositories("acme", { provider = "probe" })))
       r.stdout)
   end)
 end)
+
+describe("a script that never yields", function()
+  after_each(gf.cleanup)
+
+  -- Starts gitfleet with args in the background, sends `signal` once the
+  -- file `ready` exists (and `delay` seconds more), and returns the run; a stuck run is killed after
+  -- 30 s (exit 137), which fails the spec.
+  local function signalled(signal, args, ready, delay)
+    local cmd = { gf.quote(gf.bin) }
+    for _, a in ipairs(args) do cmd[#cmd + 1] = gf.quote(a) end
+    return gf.sh(([[(
+%s </dev/null & pid=$!
+( sleep 30; kill -KILL $pid ) 2>/dev/null & guard=$!
+for i in $(seq 1 200); do [ -s %s ] && break; sleep 0.05; done
+sleep %s
+kill -%s $pid; wait $pid; code=$?; kill $guard 2>/dev/null; exit $code)]]):format(table.concat(cmd, " "),
+      gf.quote(ready), delay or 0, signal))
+  end
+
+  local LOOP = [[
+local out = ...
+assert(fleet.write({ { name = "one" }, { name = "two" } }, { format = "ndjson", output = out, fields = { "name" } }))
+while true do pcall(function() while true do end end) end
+]]
+
+  for signal, code in pairs({ TERM = 143, INT = 130 }) do
+    it("stops on the first SIG" .. signal .. " with exit " .. code .. ", the output written so far intact", function()
+      local dir = gf.tmpdir()
+      local out = dir .. "/out.ndjson"
+      local r = signalled(signal, { "run", gf.script(LOOP, dir), out }, out)
+      assert.are.equal(code, r.code, r.stderr)
+      assert.are.equal('{"name":"one"}\n{"name":"two"}\n', gf.slurp(out))
+      assert.matches("interrupted", r.stderr)
+    end)
+  end
+
+  it("stops a plugin function that loops forever", function()
+    local dir = gf.tmpdir()
+    gf.write(dir .. "/spin.lua", [[
+return { base_url = "http://127.0.0.1:1", auth = { header = "Authorization" }, pagination = { style = "none" },
+  repositories = function() while true do end end, normalize_repository = function() end }
+]])
+    local cfg = gf.config({ plugin_paths = { dir } })
+    local ready = gf.write(dir .. "/ready", "x")
+    -- a plugin cannot write a file to say it is spinning: give it time
+    local r = signalled("TERM", { "--config", cfg, "fetch", "-p", "spin", "acme" }, ready, 1.5)
+    assert.are.equal(143, r.code, r.stderr)
+  end)
+
+  it("stops at lua.script_timeout with exit 124, the output written so far intact", function()
+    local dir = gf.tmpdir()
+    local out = dir .. "/out.ndjson"
+    local cfg = gf.config({ lua = { script_timeout = 0.5 } })
+    local r = gf.run({ "--config", cfg, "run", gf.script(LOOP, dir), out }, { timeout = 30 })
+    assert.are.equal(124, r.code, r.stderr)
+    assert.matches("lua.script_timeout %(0.5s%)", r.stderr)
+    assert.are.equal('{"name":"one"}\n{"name":"two"}\n', gf.slurp(out))
+  end)
+end)
