@@ -13,6 +13,7 @@
  *   before it is freed. */
 #include "config.h"
 #include "log.h"
+#include "urlpath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1187,26 +1188,6 @@ static bool valid_label(const char *s)
     return true;
 }
 
-/* http(s)://host…, without spaces, and without user:password@ — a secret in
- * the URL would end up in every logged URL. */
-static const char *url_problem(const char *url)
-{
-    const char *rest = strncasecmp(url, "https://", 8) == 0  ? url + 8
-                       : strncasecmp(url, "http://", 7) == 0 ? url + 7
-                                                             : NULL;
-    if (!rest)
-        return "expected an http:// or https:// URL";
-    if (!*rest || *rest == '/')
-        return "the URL has no host";
-    for (const char *p = url; *p; p++)
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-            return "a URL must not contain spaces or control characters";
-    size_t authority = strcspn(rest, "/?#");
-    if (memchr(rest, '@', authority))
-        return "credentials in the URL are not allowed; put them under tokens";
-    return NULL;
-}
-
 static char *where_of(struct loader *ld, const struct node *n)
 {
     return xasprintf("%s:%zu:%zu", ld->file, n->mark.line + 1, n->mark.column + 1);
@@ -1250,7 +1231,9 @@ static void warn_readable(struct loader *ld, const char *path, const struct stat
 /* The token in a file: one trailing newline (or CRLF) is dropped. */
 static int read_token_file(struct loader *ld, const struct node *at, const char *path, char **out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: opening a FIFO with no writer must not wait forever; a
+     * FIFO, socket or device is refused below, before any read. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         int e = errno;
@@ -1261,6 +1244,11 @@ static int read_token_file(struct loader *ld, const struct node *at, const char 
     if (S_ISDIR(st.st_mode)) {
         close(fd);
         return fail(ld, at, "token file %s is a directory", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(ld, at, "token file %s is not a regular file (a FIFO, socket or device never ends or may block)",
+                    path);
     }
     if (S_ISREG(st.st_mode) && (st.st_mode & 077))
         warn_readable(ld, path, &st);
@@ -1462,7 +1450,7 @@ static int load_provider(struct loader *ld, struct fleet_config *cfg, const stru
         if (!*pv->base_url) {
             free(pv->base_url); /* "${GHE_URL:-}": the plugin's default */
             pv->base_url = NULL;
-        } else if ((problem = url_problem(pv->base_url))) {
+        } else if ((problem = fleet_base_url_problem(pv->base_url))) {
             return fail(ld, base_url, "base_url: %s", problem);
         } else {
             /* One form for plugins to append paths to. */

@@ -19,6 +19,7 @@
 #include "host.h"
 #include "log.h"
 #include "lstate.h"
+#include "urlpath.h"
 
 struct plugin {
     char *name;
@@ -286,11 +287,10 @@ static int check_contract(lua_State *L, int idx, const char *file, char *err, si
         return -1;
     }
     get_path(L, idx, "base_url");
-    const char *url = lua_tostring(L, -1);
-    ok = strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
+    const char *problem = fleet_base_url_problem(lua_tostring(L, -1));
     lua_pop(L, 1);
-    if (!ok) {
-        snprintf(err, errlen, "%s: field 'base_url' must start with http:// or https://", file);
+    if (problem) {
+        snprintf(err, errlen, "%s: field 'base_url': %s", file, problem);
         return -1;
     }
     if (get_path(L, idx, "budget.reset_kind") == LUA_TSTRING) {

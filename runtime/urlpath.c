@@ -53,3 +53,54 @@ const char *fleet_url_path_problem(const char *url)
     }
     return NULL;
 }
+
+const char *fleet_base_url_problem(const char *url)
+{
+    const char *rest = strncasecmp(url, "https://", 8) == 0  ? url + 8
+                       : strncasecmp(url, "http://", 7) == 0 ? url + 7
+                                                             : NULL;
+    if (!rest)
+        return "expected an http:// or https:// URL";
+    if (!*rest || *rest == '/')
+        return "the URL has no host";
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "a URL must not contain spaces or control characters";
+    size_t authority = strcspn(rest, "/?#");
+    if (memchr(rest, '@', authority))
+        return "credentials in the URL are not allowed; put them under tokens";
+    if (strchr(rest, '?'))
+        return "a base_url has no query ('?'): request paths are appended to it";
+    if (strchr(rest, '#'))
+        return "a base_url has no fragment ('#'): it would cut off every request path";
+    const char *host_end = rest + authority;
+    const char *port = NULL;
+    if (*rest == '[') {
+        const char *close = memchr(rest, ']', authority);
+        if (!close)
+            return "the host has an unclosed '['";
+        if (close + 1 < host_end && close[1] != ':')
+            return "unexpected characters after the ']' of the host";
+        if (close + 1 < host_end)
+            port = close + 2;
+    } else {
+        if (memchr(rest, '[', authority) || memchr(rest, ']', authority))
+            return "a '[' or ']' belongs only around an IPv6 address";
+        const char *colon = memchr(rest, ':', authority);
+        if (colon == rest)
+            return "the URL has no host";
+        if (colon)
+            port = colon + 1;
+    }
+    if (port) {
+        long n = 0;
+        const char *p = port;
+        for (; p < host_end && *p >= '0' && *p <= '9' && n <= 65535; p++)
+            n = n * 10 + (*p - '0');
+        if (p == port || p != host_end)
+            return "the port must be a number from 1 to 65535";
+        if (n < 1 || n > 65535)
+            return "the port must be a number from 1 to 65535";
+    }
+    return fleet_url_path_problem(url);
+}

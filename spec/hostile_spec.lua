@@ -408,3 +408,52 @@ return { base_url = "http://127.0.0.1:1", auth = { header = "Authorization" }, p
     assert.are.equal('{"name":"one"}\n{"name":"two"}\n', gf.slurp(out))
   end)
 end)
+
+describe("configuration values that would mislead a run", function()
+  after_each(gf.cleanup)
+
+  local function config_check(yaml)
+    local dir = gf.tmpdir()
+    local path = gf.write(dir .. "/c.yaml", yaml)
+    return gf.run({ "--config", path, "config", "check" }, { timeout = 20 }), dir
+  end
+
+  it("refuses a FIFO, a socket or a device as token_file instead of hanging", function()
+    local dir = gf.tmpdir()
+    assert(os.execute("mkfifo " .. gf.quote(dir .. "/fifo")))
+    for _, file in ipairs({ dir .. "/fifo", "/dev/zero", "/dev/null" }) do
+      local r = config_check(("providers:\n  github:\n    tokens: [{token_file: %s}]\n"):format(file))
+      assert.are.equal(2, r.code, r.stderr)
+      assert.matches("c%.yaml:3:%d+: token file " .. file:gsub("%p", "%%%0") .. " is not a regular file", r.stderr)
+    end
+  end)
+
+  it("refuses a base_url with a fragment, a query, a bad port, an unclosed [ or a dot segment", function()
+    for url, why in pairs({
+      ["http://127.0.0.1:8/api#x"] = "no fragment",
+      ["http://127.0.0.1:8/api?x=1"] = "no query",
+      ["http://127.0.0.1:99999/api"] = "port must be a number from 1 to 65535",
+      ["http://127.0.0.1:0"] = "port must be a number from 1 to 65535",
+      ["http://[::1/api"] = "unclosed '%['",
+      ["http://h/api/../v3"] = "'%.' or '%.%.' segment",
+    }) do
+      local r = config_check(("providers:\n  github:\n    base_url: %q\n"):format(url))
+      assert.are.equal(2, r.code, url .. ": " .. r.stderr)
+      assert.matches("c%.yaml:3:%d+: base_url: .-" .. why, r.stderr)
+    end
+    local ok = config_check('providers:\n  github:\n    base_url: "http://[::1]:8080/api/v3"\n')
+    assert.are.equal(0, ok.code, ok.stderr)
+  end)
+
+  it("sends nothing with the token to a base_url that had a fragment (it is refused first)", function()
+    local rec = recorder.start()
+    local dir = gf.tmpdir()
+    local path = gf.write(dir .. "/c.yaml", ("providers:\n  github:\n    base_url: %q\n    tokens: [%q]\n")
+      :format(rec.url .. "/#frag", TOKEN))
+    local r = gf.run({ "--config", path, "fetch", "acme" })
+    rec:stop()
+    assert.are.equal(2, r.code, r.stderr)
+    assert.are.same({}, rec:requests())
+    assert.is_falsy(r.stderr:find(TOKEN, 1, true))
+  end)
+end)
