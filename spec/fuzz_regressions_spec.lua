@@ -16,7 +16,7 @@
 local gf = require("spec.support.gitfleet")
 
 local quote = gf.quote
-local HARNESSES = { "link", "retry_after", "config", "output", "records", "json", "gunzip" }
+local HARNESSES = { "link", "retry_after", "config", "output", "records", "json", "gunzip", "provider_url" }
 local SANITIZER_ENV = "ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "
 
 -- Runs a shell command; returns exit code and its output (stdout + stderr).
