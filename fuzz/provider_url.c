@@ -25,12 +25,7 @@
 #include "fuzz_check.h"
 #include "urlpath.h"
 
-#ifndef PROVIDERS_DIR
-#define PROVIDERS_DIR "providers"
-#endif
-#ifndef RUNTIME_LUA_DIR
-#define RUNTIME_LUA_DIR "runtime/lua"
-#endif
+/* PROVIDERS_DIR and RUNTIME_LUA_DIR come from the Makefile. */
 
 int luaopen_cjson(lua_State *L);
 
