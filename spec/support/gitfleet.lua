@@ -106,11 +106,13 @@ function M.yaml(cfg)
   return table.concat(out, "\n") .. "\n"
 end
 
--- Writes a config file and returns its path. Unless cfg.cache is given,
--- the cache lives in the same temp folder (tests never share one).
+-- Writes a config file and returns its path. Unless cfg.cache names a path,
+-- the cache lives in the same temp folder (tests never share one, nor touch
+-- the user's own cache).
 function M.config(cfg, dir)
   dir = dir or M.tmpdir()
-  cfg.cache = cfg.cache or { path = dir .. "/cache.sqlite" }
+  cfg.cache = cfg.cache or {}
+  cfg.cache.path = cfg.cache.path or dir .. "/cache.sqlite"
   return M.write(dir .. "/gitfleet.yaml", M.yaml(cfg)), dir
 end
 
