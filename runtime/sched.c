@@ -21,6 +21,8 @@
 #include "http.h"
 #include "log.h"
 #include "lstate.h"
+#include "pool_shared.h"
+#include "redis.h"
 
 volatile sig_atomic_t fleet_signal_received;
 
@@ -506,12 +508,20 @@ int fleet_sched_run(struct fleet_sched *s)
             wake = s->heap[0]->wake_at;
         if (s->stop_signal && s->stop_deadline < wake)
             wake = s->stop_deadline;
+        struct fleet_redis *redis = s->host->shared ? fleet_shared_redis(s->host->shared) : NULL;
+        if (redis)
+            wake = fmin(wake, fleet_shared_turn(s->host->shared, now));
         double ms = (wake - now) * 1000.0;
         int timeout = ms <= 0 ? 0 : ms > 60000 ? 60000 : (int)ceil(ms);
-        struct curl_waitfd sigfd = {.fd = signal_pipe[0], .events = CURL_WAIT_POLLIN};
-        curl_multi_poll(s->multi, &sigfd, 1, timeout, NULL);
-        if (sigfd.revents)
+        struct curl_waitfd fds[2] = {{.fd = signal_pipe[0], .events = CURL_WAIT_POLLIN}};
+        unsigned nfds = 1;
+        if (redis && (fds[1].fd = fleet_redis_fd(redis, &fds[1].events)) >= 0 && fds[1].events)
+            nfds = 2;
+        curl_multi_poll(s->multi, fds, nfds, timeout, NULL);
+        if (fds[0].revents)
             drain_signal_pipe();
+        if (nfds == 2 && fds[1].revents)
+            fleet_redis_ready(redis, fds[1].revents);
         int running;
         curl_multi_perform(s->multi, &running);
         CURLMsg *msg;
