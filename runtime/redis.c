@@ -258,6 +258,8 @@ int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_
 
 static void handshake_fail(struct fleet_redis *r, const char *why)
 {
+    if (r->refused)
+        return; /* the first refusal says why; later replies follow from it */
     snprintf(r->why, sizeof r->why, "%s", why);
     r->refused = true;
     if (r->ac)
