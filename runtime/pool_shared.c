@@ -150,6 +150,7 @@ struct fleet_shared {
 };
 
 struct fleet_redis *fleet_shared_redis(struct fleet_shared *s) { return s->redis; }
+const char *fleet_shared_worker(struct fleet_shared *s) { return s->worker; }
 
 /* ---- names ---- */
 

@@ -34,6 +34,8 @@ struct fleet_shared *fleet_shared_new(struct fleet_host *host, char *err, size_t
 void fleet_shared_free(struct fleet_shared *s);
 
 struct fleet_redis *fleet_shared_redis(struct fleet_shared *s);
+/* This process's name in Redis: host:pid:random. */
+const char *fleet_shared_worker(struct fleet_shared *s);
 
 /* The pool's hooks. allowance: how many of `local` units t may reserve on b
  * now (0 asks Redis for a block at the next turn). */

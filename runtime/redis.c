@@ -50,6 +50,7 @@ struct pending {
 bool fleet_redis_up(const struct fleet_redis *r) { return r->state == CONN_UP; }
 const char *fleet_redis_name(const struct fleet_redis *r) { return r->name; }
 long fleet_redis_round_trips(const struct fleet_redis *r) { return r->round_trips; }
+int fleet_redis_outstanding(const struct fleet_redis *r) { return r->ac ? r->outstanding : 0; }
 
 const char *fleet_redis_waiting(const struct fleet_redis *r)
 {

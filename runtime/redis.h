@@ -48,6 +48,9 @@ int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *d
 int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_redis_reply_fn *fn, void *data,
                      int argc, const char **argv, const size_t *lens);
 
+/* Commands waiting for their reply. */
+int fleet_redis_outstanding(const struct fleet_redis *r);
+
 /* Commands sent so far (each is one round trip). */
 long fleet_redis_round_trips(const struct fleet_redis *r);
 

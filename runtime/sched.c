@@ -496,7 +496,8 @@ int fleet_sched_run(struct fleet_sched *s)
             continue;
         if (s->live == 0)
             break;
-        if (!fleet_http_in_flight(s->host) && !fleet_http_pending(s->host) && s->heap_len == 0) {
+        if (!fleet_http_in_flight(s->host) && !fleet_http_pending(s->host) && s->heap_len == 0 &&
+            !(s->host->shared && fleet_redis_outstanding(fleet_shared_redis(s->host->shared)) > 0)) {
             /* Every live task waits for another: nothing can ever wake them. */
             fleet_log(FLEET_LOG_ERROR, "deadlock: %d task(s) wait for each other", s->live);
             abandon_all(s);
