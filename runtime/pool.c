@@ -390,8 +390,11 @@ void fleet_pool_observe(struct fleet_pool *pool, struct fleet_token *t, const ch
     if (!obs->has_remaining) {
         /* Bitbucket sends a remaining count only for some credentials,
          * Gitea none: such a budget is not counted down. */
-        if (success)
+        if (success) {
             b->untracked = true;
+            if (pool->host->shared)
+                fleet_shared_observed(pool->host->shared, t, b);
+        }
         return;
     }
     b->untracked = false;

@@ -18,7 +18,14 @@
 /* A grant left unused this long goes back to the others. */
 #define IDLE_RETURN 0.5
 /* Settled units and new figures are sent at least this often. */
-#define FLUSH_EVERY 1.0
+#define FLUSH_EVERY 2.0
+/* A block used up within this long asks for twice as many next time, up
+ * to BLOCK_GROWTH times shared.block; one returned unused halves it. */
+#define FAST_USE 1.0
+#define BLOCK_GROWTH 8
+/* "remaining" of a budget whose responses carry no count (as Gitea's):
+ * not limited by the store, only by concurrency. */
+#define UNTRACKED -2
 /* When others hold every unit, ask again after this, doubling to 1 s. */
 #define RETRY_FIRST 0.05
 #define RETRY_MAX 1.0
@@ -79,7 +86,8 @@ static const char sync_source[] =
     "if ARGV[4] == '1' then\n"
     "  local orem, oreset, olim = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "  if olim >= 0 then limit = olim end\n"
-    "  if oreset <= 0 then rem = orem\n"
+    "  if orem == -2 or rem == -2 then rem = orem\n"
+    "  elseif oreset <= 0 then rem = orem\n"
     "  elseif oreset + margin <= now then\n"
     "  elseif reset == 0 or rem < 0 or oreset > reset + 0.5 then rem, reset = orem, oreset\n"
     "  elseif oreset >= reset - 0.5 and orem < rem then rem = orem end\n"
@@ -87,7 +95,8 @@ static const char sync_source[] =
     "if reset > 0 and now >= reset + margin then rem = limit; reset = 0 end\n"
     "local n = 0\n"
     "if want > 0 then\n"
-    "  if rem < 0 then if leased == 0 then n = 1 end\n"
+    "  if rem == -2 then n = want\n"
+    "  elseif rem < 0 then if leased == 0 then n = 1 end\n"
     "  else n = math.max(0, math.min(want, rem - leased)) end\n"
     "end\n"
     "mine = mine + n\n"
@@ -128,8 +137,11 @@ struct shared_budget {
     bool busy;      /* a sync is waiting for its reply */
     bool demand;    /* a request found the grant empty */
     long asked;
+    long block;     /* units asked for at a time */
+    double granted_at;
     long sent_give, sent_settle;
     double next_try, retry_pause, last_sync, last_use;
+    bool plenty;    /* at the last sync, far more was free than one block */
 };
 
 struct token_name {
@@ -232,6 +244,7 @@ static struct shared_budget *budget_state(struct fleet_shared *s, struct fleet_t
     sb->b = b;
     sb->token = t;
     sb->retry_pause = RETRY_FIRST;
+    sb->block = s->host->cfg.shared.block;
     /* Account budgets are named by the account (not a secret); a token's
      * own budget by the token's keyed hash. */
     if (b->account)
@@ -287,11 +300,12 @@ void fleet_shared_released(struct fleet_shared *s, struct fleet_budget *b)
 
 void fleet_shared_observed(struct fleet_shared *s, struct fleet_token *t, struct fleet_budget *b)
 {
-    if (b->remaining < 0)
+    if (b->remaining < 0 && !b->untracked)
         return;
     struct shared_budget *sb = budget_state(s, t, b);
     sb->has_obs = true;
-    sb->obs_remaining = b->remaining;
+    /* UNTRACKED tells the others that this budget is not counted. */
+    sb->obs_remaining = b->untracked ? UNTRACKED : b->remaining;
     sb->obs_reset = b->reset;
     sb->obs_limit = b->limit;
 }
@@ -366,17 +380,25 @@ static void on_sync(struct fleet_redis *r, redisReply *reply, void *data)
     long rem = reply_int(reply->element[1]);
     double reset = reply_num(reply->element[2]);
     long limit = reply_int(reply->element[3]);
+    long leased = reply_int(reply->element[4]);
+    /* Plenty free for everyone: unused units and settled ones need not go
+     * back before the lease refresh, which saves round trips. */
+    sb->plenty = rem >= 0 && rem - leased > 4 * sb->block * (long)s->host->cfg.shared.block;
     double paused = reply_num(reply->element[5]);
     bool disabled = reply_int(reply->element[6]) == 1;
     sb->grant += n;
     sb->last_sync = now;
-    if (n > 0)
+    if (n > 0) {
         sb->last_use = now;
+        sb->granted_at = now;
+    }
     struct fleet_budget *b = sb->b;
     if (limit >= 0 && b->limit < 0)
         b->limit = limit;
     /* The shared figures are what every process has seen: take them when
      * they are newer or lower than ours. */
+    if (rem == UNTRACKED)
+        b->untracked = true;
     if (rem >= 0) {
         if (b->remaining < 0 || (reset > 0 && reset > b->reset + 0.5)) {
             b->remaining = rem;
@@ -454,14 +476,21 @@ double fleet_shared_turn(struct fleet_shared *s, double now)
         if (sb->busy || !sb->token)
             continue;
         long held = sb->grant + sb->unsettled + sb->settle;
+        long base = s->host->cfg.shared.block;
         if (sb->demand && sb->grant <= 0) {
             if (now >= sb->next_try) {
-                send_sync(s, sb, s->host->cfg.shared.block, 0, now);
+                if (sb->granted_at > 0 && now - sb->granted_at < FAST_USE && sb->block < base * BLOCK_GROWTH)
+                    sb->block *= 2;
+                send_sync(s, sb, sb->block, 0, now);
                 continue;
             }
             wake = fmin(wake, sb->next_try);
         }
-        if (sb->grant > 0 && now - sb->last_use >= IDLE_RETURN) {
+        if (sb->plenty && held > 0 && now - sb->last_sync < lease_refresh) {
+            wake = fmin(wake, sb->last_sync + lease_refresh);
+        } else if (sb->grant > 0 && now - sb->last_use >= IDLE_RETURN) {
+            if (sb->block > base)
+                sb->block /= 2;
             send_sync(s, sb, 0, sb->grant, now);
         } else if ((sb->settle > 0 || sb->has_obs) && now - sb->last_sync >= FLUSH_EVERY) {
             send_sync(s, sb, 0, 0, now);

@@ -25,7 +25,7 @@ Options:
   --queue NAME           the queue (letters, digits, '.', '_', '-')
   -d, --output-dir DIR   where the files go
   -p, --provider P       provider for owners pushed without PROVIDER:
-  -j, --concurrency N    owners fetched at once (default 8)
+  -j, --concurrency N    owners fetched at once (default 16)
   --follow               when the queue is empty, wait for more work
                          instead of exiting
   -h, --help             show this help
@@ -42,7 +42,7 @@ if opts.help then io.stdout:write(usage) return 0 end
 if #rest > 0 then fail("unexpected argument '" .. rest[1] .. "'") end
 if not opts.queue then fail("--queue NAME is required") end
 if not opts.output_dir then fail("--output-dir DIR is required") end
-local concurrency = math.tointeger(tonumber(opts.concurrency or 8))
+local concurrency = math.tointeger(tonumber(opts.concurrency or 16))
 if not concurrency or concurrency < 1 or concurrency > 1000 then fail("--concurrency must be from 1 to 1000") end
 if not core.redis_info() then fail("needs a shared: section with a Redis url in the configuration") end
 local providers = {}
@@ -156,8 +156,11 @@ while true do
   -- Take a batch when half the slots are free, so a take brings several
   -- owners; after an empty take, wait a moment before asking again.
   if nactive <= concurrency - low and now - last_empty >= 0.5 then
-    local items, err = q:take(concurrency - nactive, nactive > 0 and "fetching" or "idle")
+    local finished_items = acks
+    acks = {}
+    local items, err = q:take(concurrency - nactive, nactive > 0 and "fetching" or "idle", finished_items)
     if not items then
+      for _, it in ipairs(finished_items) do acks[#acks + 1] = it end
       if not redis_away then log("waiting for Redis: %s", cli.describe(err)) end
       redis_away = true
       core.sleep(0.5)
@@ -182,7 +185,9 @@ while true do
       end
     end
   end
-  if #acks >= low or (#acks > 0 and now - last_flush >= 0.5) then flush_acks() end
+  -- Finished owners are acknowledged with the next take; when no take is
+  -- due, in a batch of their own.
+  if #acks >= low or (#acks > 0 and now - last_flush >= 1) then flush_acks() end
   if now - last_touch >= lease / 3 then
     last_touch = now
     q:touch(held(), nactive > 0 and "fetching" or "idle")
@@ -197,7 +202,7 @@ else
 end
 local s = fleet.stats()
 if s.redis_round_trips and s.requests > 0 then
-  log("%d requests, %d Redis round trips (%.3f per request)", s.requests, s.redis_round_trips,
-    s.redis_round_trips / s.requests)
+  log("%d requests, %d Redis round trips (%.3f per request; %d budget updates)", s.requests, s.redis_round_trips,
+    s.redis_round_trips / s.requests, s.shared_syncs)
 end
 return parked > 0 and 1 or 0

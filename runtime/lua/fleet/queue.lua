@@ -5,7 +5,8 @@
 --
 --   local q = fleet.queue("crawl")
 --   q:push({ "acme", "gitlab:globex" })     -> added (an item already waiting is not added twice)
---   local items = q:take(8)                  -> { {id=, item=, attempts=, reclaimed=}, ... }
+--   local items = q:take(8 [, doing, done])  -> { {id=, item=, attempts=, reclaimed=}, ... }
+--                                               (acknowledges the items in `done` first)
 --   q:ack(items[1])                          -> done
 --   q:fail(items[2], "why")                  -> "retry" or "parked" (after shared.max_attempts)
 --   q:touch(items)                           -> still working on them (keeps them from reclaim)
@@ -35,14 +36,26 @@ end
 return added
 ]]
 
--- take: first entries idle past the lease (their worker is gone), then
--- new ones. An entry delivered more than max_attempts times is parked.
--- KEYS: stream, queued, tries, failed, workers. ARGV: consumer, count,
--- min idle ms, max attempts, beat. Returns id, item, attempts, reclaimed...
+-- take: acknowledges what the caller finished (one round trip for both),
+-- then takes entries idle past the lease (their worker is gone), then new
+-- ones. An entry delivered more than max_attempts times is parked. KEYS:
+-- stream, queued, tries, failed, workers, done. ARGV: consumer, count, min
+-- idle ms, max attempts, beat, now, then id, item pairs to acknowledge.
+-- Returns id, item, attempts, reclaimed...
 local TAKE = [[
-local stream, queued, tries, failed, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stream, queued, tries, failed, workers, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local me, count, idle, max = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 redis.call('HSET', workers, me, ARGV[5])
+for i = 7, #ARGV, 2 do
+  local id, item = ARGV[i], ARGV[i + 1]
+  if redis.call('XACK', stream, 'workers', id) == 1 then
+    redis.call('SREM', queued, item)
+    redis.call('HSET', done, item, ARGV[6])
+    redis.call('HDEL', tries, item)
+    redis.call('HDEL', failed, item)
+  end
+  redis.call('XDEL', stream, id)
+end
 if redis.call('EXISTS', stream) == 0 then return {} end
 local out = {}
 local function deliver(id, fields, reclaimed)
@@ -198,11 +211,18 @@ function Queue:beat(what)
   return json.encode({ at = core.now(), doing = what })
 end
 
--- Up to n items. Returns a list (maybe empty), or nil, err.
-function Queue:take(n, doing)
+-- Up to n items, after acknowledging the items in `done` (a list, may be
+-- nil). Returns a list (maybe empty), or nil, err (nothing acknowledged).
+function Queue:take(n, doing, done)
   local k = self.keys
-  local flat, err = core.redis_eval(script("take", TAKE), 5, k.stream, k.queued, k.tries, k.failed, k.workers,
-    self.consumer, n or 1, math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing))
+  local args = { self.consumer, n or 1, math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
+    tostring(core.now()) }
+  for _, it in ipairs(done or {}) do
+    args[#args + 1] = it.id
+    args[#args + 1] = it.item
+  end
+  local flat, err = core.redis_eval(script("take", TAKE), 6, k.stream, k.queued, k.tries, k.failed, k.workers,
+    k.done, table.unpack(args))
   if not flat then return nil, err end
   local out = {}
   for i = 1, #flat, 4 do
