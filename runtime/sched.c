@@ -207,6 +207,14 @@ struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int na
     }
     lua_State *co = lua_newthread(L); /* [fn, args..., co] */
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* A new thread has room for a few dozen values: more arguments (a
+     * command line of many owners) need a larger stack first. */
+    if (!lua_checkstack(co, nargs + 1 + LUA_MINSTACK)) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        free(t);
+        luaL_error(L, "too many arguments for a task (%d)", nargs);
+        return NULL;
+    }
     *(struct fleet_task **)lua_getextraspace(co) = t;
     lua_xmove(L, co, nargs + 1);
     t->sched = s;
