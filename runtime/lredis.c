@@ -108,6 +108,17 @@ static void on_reply(struct fleet_redis *r, redisReply *reply, void *data)
     fleet_sched_wake(w->host->sched, w->task);
 }
 
+/* nil, {kind="network", message=...}: the two results of a call that
+ * could not reach Redis. */
+static int push_failure(lua_State *L, const char *fmt, const char *a, const char *b)
+{
+    const char *msg = lua_pushfstring(L, fmt, a, b);
+    lua_pushnil(L);
+    fleet_push_error(L, "network", msg);
+    lua_remove(L, -3);
+    return 2;
+}
+
 static int reply_k(lua_State *L, int status, lua_KContext ctx)
 {
     struct redis_wait *w = (struct redis_wait *)ctx;
@@ -119,12 +130,8 @@ static int reply_k(lua_State *L, int status, lua_KContext ctx)
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     int result = lua_gettop(L);
     bool ok = lua_type(L, result) == LUA_TTABLE && lua_getfield(L, result, "ok") == LUA_TBOOLEAN;
-    if (!ok) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "lost the connection to Redis at %s before the reply", fleet_redis_name(r));
-        fleet_push_error(L, "network", lua_tostring(L, -1));
-        return 2;
-    }
+    if (!ok)
+        return push_failure(L, "lost the connection to Redis at %s before the reply", fleet_redis_name(r), "");
     lua_getfield(L, result, "value");
     if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, "err") == LUA_TSTRING) {
         lua_pushnil(L);
@@ -155,11 +162,8 @@ static int wait_reply(lua_State *L, struct fleet_host *host, struct redis_wait *
 {
     if (rc != 0) {
         free(w);
-        lua_pushnil(L);
-        lua_pushfstring(L, "Redis at %s is unreachable: %s", fleet_redis_name(fleet_shared_redis(host->shared)),
-                        fleet_redis_waiting(fleet_shared_redis(host->shared)));
-        fleet_push_error(L, "network", lua_tostring(L, -1));
-        return 2;
+        struct fleet_redis *r = fleet_shared_redis(host->shared);
+        return push_failure(L, "Redis at %s is unreachable: %s", fleet_redis_name(r), fleet_redis_waiting(r));
     }
     w->task->state = TASK_WAITING;
     return lua_yieldk(L, 0, (lua_KContext)w, reply_k);

@@ -26,8 +26,9 @@
 /* "remaining" of a budget whose responses carry no count (as Gitea's):
  * not limited by the store, only by concurrency. */
 #define UNTRACKED -2
-/* When others hold every unit, ask again after this, doubling to 1 s. */
-#define RETRY_FIRST 0.05
+/* When others hold every unit, ask again after this, doubling to 1 s:
+ * they are used or given back within IDLE_RETURN. */
+#define RETRY_FIRST 0.2
 #define RETRY_MAX 1.0
 
 /* One budget's shared state, kept in Redis as a hash:
@@ -465,6 +466,7 @@ static void send_sync(struct fleet_shared *s, struct shared_budget *sb, long wan
 
 double fleet_shared_turn(struct fleet_shared *s, double now)
 {
+    fleet_redis_set_verbose(s->redis, s->host->verbosity > 0);
     double wake = fleet_redis_tick(s->redis, now);
     if (!fleet_redis_up(s->redis)) {
         snprintf(s->waiting, sizeof s->waiting, "%s", fleet_redis_waiting(s->redis));

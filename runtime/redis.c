@@ -28,6 +28,8 @@ struct fleet_redis {
     double connect_deadline;
     bool ever_up;
     bool refused;           /* the server refused the handshake (password): do not retry */
+    bool state_logged;      /* the current outage was reported */
+    bool verbose;           /* -v: each further try is said too */
     long round_trips;
     int outstanding;        /* commands waiting for a reply */
     char name[300];
@@ -50,6 +52,7 @@ struct pending {
 bool fleet_redis_up(const struct fleet_redis *r) { return r->state == CONN_UP; }
 const char *fleet_redis_name(const struct fleet_redis *r) { return r->name; }
 long fleet_redis_round_trips(const struct fleet_redis *r) { return r->round_trips; }
+void fleet_redis_set_verbose(struct fleet_redis *r, bool verbose) { r->verbose = verbose; }
 int fleet_redis_outstanding(const struct fleet_redis *r) { return r->ac ? r->outstanding : 0; }
 
 const char *fleet_redis_waiting(const struct fleet_redis *r)
@@ -80,10 +83,13 @@ static void set_down(struct fleet_redis *r, const char *why)
     r->state = CONN_DOWN;
     r->want_read = r->want_write = false;
     r->retry_at = now + r->backoff;
-    snprintf(r->waiting, sizeof r->waiting, "waiting for Redis at %s (%s); next try in %.1fs", r->name, r->why,
-             r->backoff);
+    snprintf(r->waiting, sizeof r->waiting, "waiting for Redis at %.200s (%.150s); next try in %.1fs", r->name,
+             r->why, r->backoff);
+    /* The loss is said once; each further try only with -v. */
     if (r->ever_up)
-        fleet_log(FLEET_LOG_WARN, "%s", r->waiting);
+        fleet_log(!r->state_logged ? FLEET_LOG_WARN : r->verbose ? FLEET_LOG_INFO : FLEET_LOG_DEBUG, "%s",
+                  r->waiting);
+    r->state_logged = true;
     r->backoff = fmin(r->backoff * 2, BACKOFF_MAX);
 }
 
@@ -289,6 +295,7 @@ static void on_handshake(struct fleet_redis *r, redisReply *reply, void *data)
         r->refused = false;
         if (r->ever_up)
             fleet_log(FLEET_LOG_WARN, "connected to Redis at %s again", r->name);
+        r->state_logged = false;
         r->ever_up = true;
         r->why[0] = 0;
     }

@@ -48,6 +48,9 @@ int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *d
 int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_redis_reply_fn *fn, void *data,
                      int argc, const char **argv, const size_t *lens);
 
+/* -v: every reconnection attempt is logged, not only the first loss. */
+void fleet_redis_set_verbose(struct fleet_redis *r, bool verbose);
+
 /* Commands waiting for their reply. */
 int fleet_redis_outstanding(const struct fleet_redis *r);
 
