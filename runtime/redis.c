@@ -44,6 +44,7 @@ struct pending {
     fleet_redis_reply_fn *fn;
     void *data;
     struct fleet_redis_script *script;
+    bool retried; /* sent again after NOSCRIPT */
     int argc;
     char **argv;
     size_t *lens;
@@ -187,12 +188,16 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     r->outstanding--;
     if (rep && p->script && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
-        p->script->sha[0]) {
+        !p->retried) {
         /* Redis restarted or flushed its scripts: send the source once,
-         * and load it again for the calls after this one. */
+         * and load it again for the calls after this one (the first of
+         * several calls that meet NOSCRIPT does). */
+        bool reload = p->script->sha[0] != 0;
         p->script->sha[0] = 0;
+        p->retried = true;
         if (send_script(r, p) == 0) {
-            load_script(r, p->script);
+            if (reload)
+                load_script(r, p->script);
             return;
         }
         rep = NULL;

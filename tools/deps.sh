@@ -9,7 +9,7 @@ pkgs_test="lua5.4 lua-busted lua-socket lua-cjson python3 tmux openssl curl nght
 pkgs_sanitize="gcc"
 pkgs_valgrind="valgrind"
 pkgs_fuzz="clang libclang-rt-14-dev"
-pkgs_bench="nodejs npm python3-github time"
+pkgs_bench="nodejs npm python3-github time redis-server"
 
 wanted=""
 for group in "$@"; do
