@@ -31,14 +31,7 @@ local function owners(n)
   return list
 end
 
-local function expected(names)
-  local world, total = emu:world(), 0
-  for _, o in ipairs(names) do
-    local w = world.owners[o]
-    total = total + (w.kind == "org" and w.repos or w.public)
-  end
-  return total
-end
+local function expected(names) return emu:visible_repos(names) end
 
 -- Every record in every DIR/*/*.ndjson: count, duplicates, files.
 local function collect(dir)

@@ -76,15 +76,7 @@ local function run_parallel(n, cfg, owners, each_all)
   return runs, dir
 end
 
-local function expected_repos(emu, owners)
-  local world = emu:world()
-  local total = 0
-  for _, o in ipairs(owners) do
-    local w = world.owners[o]
-    total = total + (w.kind == "org" and w.repos or w.public) -- a user's private ones are not listed
-  end
-  return total
-end
+local function expected_repos(emu, owners) return emu:visible_repos(owners) end
 
 local function count_lines(runs)
   local seen, dup, n = {}, 0, 0

@@ -44,18 +44,7 @@ local opts, rest, fail = cli.parse("fetch", arg, {
 })
 if opts.help then io.stdout:write(usage) return 0 end
 
-local owners = {}
-for _, o in ipairs(rest) do owners[#owners + 1] = o end
-if opts.owners_file then
-  local f, err
-  if opts.owners_file == "-" then f = io.stdin else f, err = io.open(opts.owners_file) end
-  if not f then fail(err) end
-  for line in f:lines() do
-    line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
-    if line ~= "" then owners[#owners + 1] = line end
-  end
-  if f ~= io.stdin then f:close() end
-end
+local owners = cli.owners(rest, opts.owners_file, fail)
 if #owners == 0 then fail("no OWNER given") end
 
 local to_terminal = not opts.output and core.isatty(1)

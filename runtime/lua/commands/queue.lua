@@ -34,18 +34,7 @@ local ok, q = pcall(Queue.open, opts.queue or "default")
 if not ok then fail((tostring(q):gsub("^[^:]*:%d+: ", ""))) end
 
 if action == "push" then
-  local owners = {}
-  for _, o in ipairs(rest) do owners[#owners + 1] = o end
-  if opts.owners_file then
-    local f, err
-    if opts.owners_file == "-" then f = io.stdin else f, err = io.open(opts.owners_file) end
-    if not f then fail(err) end
-    for line in f:lines() do
-      line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
-      if line ~= "" then owners[#owners + 1] = line end
-    end
-    if f ~= io.stdin then f:close() end
-  end
+  local owners = cli.owners(rest, opts.owners_file, fail)
   if #owners == 0 then fail("no OWNER given") end
   for i, o in ipairs(owners) do
     local good, why = Queue.check_item(o)

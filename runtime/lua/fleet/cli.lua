@@ -98,6 +98,25 @@ function cli.until_text(epoch, now)
   return ("in %dh%02dm"):format(d // 3600, d % 3600 // 60)
 end
 
+-- The owners of a command line: the positional ones, then those of
+-- --owners-file (one per line, # comments, - for standard input). A file
+-- that cannot be read ends the run through fail.
+function cli.owners(positional, owners_file, fail)
+  local owners = {}
+  for _, o in ipairs(positional) do owners[#owners + 1] = o end
+  if owners_file then
+    local f, err
+    if owners_file == "-" then f = io.stdin else f, err = io.open(owners_file) end
+    if not f then fail(err) end
+    for line in f:lines() do
+      line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
+      if line ~= "" then owners[#owners + 1] = line end
+    end
+    if f ~= io.stdin then f:close() end
+  end
+  return owners
+end
+
 -- One line saying what went wrong, for a person: the kind first, then
 -- the details the error carries.
 function cli.describe(err)
