@@ -18,7 +18,10 @@ does not hold the expected repositories (counted from GET /_emulator/world) is
 FAILED and not timed. The floors — the same pages fetched by libcurl with no
 parsing, and the same bytes decoded by lua-cjson with no I/O — show the headroom.
 
-Environment: BENCH_ROUNDS (3), BENCH_WORKLOADS (a,b,c,d), BENCH_KEEP=1 keeps
+  (s) scale-out: `gitfleet worker` processes sharing tokens and a queue through
+      Redis (bench/scaleout.py; BENCH_ONLY=scaleout runs it alone).
+
+Environment: BENCH_ROUNDS (3), BENCH_WORKLOADS (a,b,c,d,s), BENCH_KEEP=1 keeps
 the scratch directory, BENCH_PYGITHUB_PYTHON (an interpreter with PyGithub),
 BENCH_QUIET_WAIT (15: seconds to wait before a run for the machine to go quiet).
 Results: stdout and bench/results/latest.md (raw numbers: latest.json).
@@ -44,6 +47,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scaleout  # noqa: E402  (bench/scaleout.py: the scale-out workload, s)
 BENCH = ROOT / "bench"
 EMULATOR = ROOT / "spec" / "support" / "emulator.py"
 
@@ -810,7 +815,9 @@ def main(argv) -> int:
     if not os.access(gitfleet, os.X_OK):
         print(f"bench: {gitfleet} is not an executable", file=sys.stderr)
         return 2
-    want = {w.strip() for w in os.environ.get("BENCH_WORKLOADS", "a,b,c,d").split(",") if w.strip()}
+    if os.environ.get("BENCH_ONLY") == "scaleout":
+        return scaleout.main(gitfleet)  # the scale-out row alone (bench/scaleout.py)
+    want = {w.strip() for w in os.environ.get("BENCH_WORKLOADS", "a,b,c,d,s").split(",") if w.strip()}
     command = " ".join(
         [f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_WORKLOADS") if k in os.environ]
         + ["bench/run.sh", gitfleet])
@@ -836,6 +843,9 @@ def main(argv) -> int:
     results.mkdir(exist_ok=True)
     (results / "latest.json").write_text(json.dumps({"meta": bench.meta, "runs": bench.results}, indent=1))
     report = render(bench, want, time.time() - started, command)
+    if "s" in want:  # scale-out through Redis: its own emulators and redis-server
+        scaleout.main(gitfleet)
+        report += "\n" + (results / "scaleout.md").read_text()
     print(report)
     (results / "latest.md").write_text(report)
     log(f"written to {results / 'latest.md'}")

@@ -1486,6 +1486,136 @@ static int load_providers(struct loader *ld, struct fleet_config *cfg, const str
     return 0;
 }
 
+/* ------------------------------------------------------------ shared */
+
+/* redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] into cfg->shared; NULL
+ * or what is wrong. A password in the URL is refused like a token in a
+ * base_url: it belongs in password or password_file. */
+static const char *parse_redis_url(struct fleet_shared_conf *sc, const char *url)
+{
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "a URL must not contain spaces or control characters";
+    char *end;
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *path = url + 7;
+        size_t len = strcspn(path, "?");
+        if (len == 0 || path[0] != '/')
+            return "a unix socket URL is unix:///absolute/path[?db=N]";
+        sc->socket = xmemdup(path, len);
+        if (path[len]) {
+            if (strncmp(path + len, "?db=", 4) != 0)
+                return "the only option of a unix socket URL is ?db=N";
+            long db = strtol(path + len + 4, &end, 10);
+            if (end == path + len + 4 || *end || db < 0 || db > 1000000)
+                return "db must be a number from 0";
+            sc->db = (int)db;
+        }
+        return NULL;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return "expected redis://HOST[:PORT][/DB] or unix:///PATH (rediss:// is not supported)";
+    const char *h = url + 8;
+    size_t authority = strcspn(h, "/?#");
+    if (memchr(h, '@', authority))
+        return "a password in the URL is not allowed; use password: \"${VAR}\" or password_file";
+    size_t hlen = strcspn(h, ":/?#");
+    if (hlen == 0)
+        return "the URL has no host";
+    sc->host = xmemdup(h, hlen);
+    const char *rest = h + hlen;
+    if (*rest == ':') {
+        long port = strtol(rest + 1, &end, 10);
+        if (end == rest + 1 || port < 1 || port > 65535)
+            return "the port must be a number from 1 to 65535";
+        sc->port = (int)port;
+        rest = end;
+    }
+    if (*rest == '/' && rest[1]) {
+        long db = strtol(rest + 1, &end, 10);
+        if (end == rest + 1 || *end || db < 0 || db > 1000000)
+            return "the path of a redis:// URL is the database number";
+        sc->db = (int)db;
+    } else if (*rest && strcmp(rest, "/") != 0) {
+        return "expected redis://HOST[:PORT][/DB]";
+    }
+    return NULL;
+}
+
+static const struct field shared_fields[] = {
+    {"lease", F_SECONDS, AT(shared.lease), 1, DAY},
+    {"block", F_INT, AT(shared.block), 1, 10000},
+    {"connect_timeout", F_SECONDS, AT(shared.connect_timeout), 0.001, 3600},
+    {"max_attempts", F_INT, AT(shared.max_attempts), 1, 100},
+    {NULL, F_INT, 0, 0, 0},
+};
+
+static int load_shared(struct loader *ld, struct fleet_config *cfg, const struct node *n)
+{
+    static const char *const keys[] = {"url", "password", "password_file", "prefix", "lease", "block",
+                                       "connect_timeout", "max_attempts", NULL};
+    struct fleet_shared_conf *sc = &cfg->shared;
+    int open = open_section(ld, n, "shared", keys);
+    if (open <= 0)
+        return open;
+    const struct node *url = map_get(n, "url"), *pw = map_get(n, "password"), *pwf = map_get(n, "password_file");
+    const struct node *prefix = map_get(n, "prefix");
+    if (!url)
+        return fail(ld, n, "shared: url is required (redis://HOST[:PORT][/DB] or unix:///PATH)");
+    if (get_string(ld, url, "shared.url", &sc->url))
+        return -1;
+    const char *problem = parse_redis_url(sc, sc->url);
+    if (problem)
+        return fail(ld, url, "shared.url: %s", problem);
+    if (pw && pwf) {
+        const struct node *second = pw->mark.index > pwf->mark.index ? pw : pwf;
+        return fail(ld, second, "shared: use either password or password_file, not both");
+    }
+    if (pw && get_string(ld, pw, "shared.password", &sc->password))
+        return -1;
+    if (pwf) {
+        char *path;
+        if (get_path(ld, pwf, "shared.password_file", false, &path))
+            return -1;
+        int rc = read_token_file(ld, pwf, path, &sc->password);
+        free(path);
+        if (rc)
+            return -1;
+    }
+    if (sc->password && !*sc->password) {
+        zfree(sc->password); /* ${VAR:-} left unset: no password */
+        sc->password = NULL;
+    }
+    if (sc->password)
+        fleet_log_add_secret(sc->password, strlen(sc->password));
+    if (prefix) {
+        free(sc->prefix);
+        sc->prefix = NULL;
+        if (get_string(ld, prefix, "shared.prefix", &sc->prefix))
+            return -1;
+        if (!*sc->prefix || strlen(sc->prefix) > 64 || has_control(sc->prefix) || strchr(sc->prefix, ' '))
+            return fail(ld, prefix, "shared.prefix: use 1 to 64 printable characters without spaces");
+    }
+    for (size_t i = 0; i < npairs(n); i++)
+        for (const struct field *f = shared_fields; f->key; f++)
+            if (strcmp(f->key, key_at(n, i)->text) == 0 && load_field(ld, cfg, "shared", f, value_at(n, i)))
+                return -1;
+    sc->where = where_of(ld, n);
+    sc->enabled = true;
+    return 0;
+}
+
+static void free_shared(struct fleet_shared_conf *sc)
+{
+    free(sc->url);
+    free(sc->host);
+    free(sc->socket);
+    zfree(sc->password);
+    free(sc->prefix);
+    free(sc->where);
+    memset(sc, 0, sizeof *sc);
+}
+
 /* ------------------------------------------------------------ the file */
 
 static const struct section {
@@ -1494,6 +1624,7 @@ static const struct section {
 } sections[] = {
     {"providers", load_providers}, {"http", load_http}, {"retry", load_retry}, {"cache", load_cache},
     {"lua", load_lua},             {"plugins", load_plugins}, {"log", load_log},
+    {"shared", load_shared},
 };
 
 #define NSECTIONS (sizeof sections / sizeof *sections)
@@ -1508,7 +1639,7 @@ static int load_root(struct loader *ld, struct fleet_config *cfg, const struct n
         return 0; /* empty, or only comments: the defaults */
     if (root->kind != NODE_MAP)
         return fail(ld, root, "the top level must be a mapping of sections (%s), found %s",
-                    "providers, http, retry, cache, lua, plugins, log", describe(root));
+                    "providers, http, retry, cache, lua, plugins, log, shared", describe(root));
     if (check_keys(ld, root, "at the top level", keys, true))
         return -1;
     for (size_t i = 0; i < npairs(root); i++)
@@ -1614,6 +1745,18 @@ void fleet_config_defaults(struct fleet_config *cfg)
     cfg->lua.memory_limit = 1LL << 30;
     cfg->lua.plugin_instructions = 10000000;
     cfg->log_level = FLEET_LOG_INFO;
+    fleet_config_shared_defaults(&cfg->shared);
+}
+
+void fleet_config_shared_defaults(struct fleet_shared_conf *sc)
+{
+    free_shared(sc);
+    sc->port = 6379;
+    sc->prefix = xstrdup("gitfleet");
+    sc->lease = 30;
+    sc->block = 8;
+    sc->connect_timeout = 5;
+    sc->max_attempts = 3;
 }
 
 void fleet_config_free(struct fleet_config *cfg)
@@ -1624,5 +1767,6 @@ void fleet_config_free(struct fleet_config *cfg)
     free(cfg->http.ca_file);
     free(cfg->http.ca_path);
     free(cfg->cache.path);
+    free_shared(&cfg->shared);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -58,6 +58,24 @@ struct fleet_lua_conf {
     double script_timeout;      /* seconds a run may last, 0: no limit (0) */
 };
 
+/* shared: token budgets (and the work queue) in Redis, for many processes
+ * on many machines. Absent: the in-process pool alone. */
+struct fleet_shared_conf {
+    bool enabled;
+    char *url;        /* as written: redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] */
+    char *host;       /* NULL for a unix socket */
+    int port;         /* 6379 */
+    char *socket;     /* unix socket path, or NULL */
+    int db;           /* 0 */
+    char *password;   /* from ${VAR} or password_file; NEVER printed or logged */
+    char *prefix;     /* key prefix ("gitfleet") */
+    double lease;     /* seconds a dead worker's reservations and queue entries are held (30) */
+    int block;        /* budget units reserved per Redis call (8) */
+    double connect_timeout; /* seconds (5) */
+    int max_attempts; /* queue: tries of a failing owner before it is parked (3) */
+    char *where;      /* "file:line:column" of the section */
+};
+
 enum fleet_log_level { FLEET_LOG_ERROR, FLEET_LOG_WARN, FLEET_LOG_INFO, FLEET_LOG_DEBUG };
 
 struct fleet_config {
@@ -68,6 +86,7 @@ struct fleet_config {
     struct fleet_retry_conf retry;
     struct fleet_cache_conf cache;
     struct fleet_lua_conf lua;
+    struct fleet_shared_conf shared;
     char **plugin_paths;
     size_t nplugin_paths;
     int log_level; /* enum fleet_log_level */
@@ -93,6 +112,9 @@ void fleet_config_defaults(struct fleet_config *cfg);
  * Relative paths in the file are resolved against the file's directory, so
  * every path in cfg is absolute. Tokens that expand to "" are left out. */
 int fleet_config_load(struct fleet_config *cfg, const char *path, char *err, size_t errlen);
+
+/* The shared: section's defaults (not enabled); frees what sc held. */
+void fleet_config_shared_defaults(struct fleet_shared_conf *sc);
 
 /* Zeroes every secret (and username) before freeing; cfg is left zeroed. */
 void fleet_config_free(struct fleet_config *cfg);

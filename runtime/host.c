@@ -1,6 +1,7 @@
 /* struct fleet_host: created and torn down in one place, so the order in
  * which parts depend on each other is visible here and nowhere else. */
 #include "host.h"
+#include "pool_shared.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +65,8 @@ struct fleet_host *fleet_host_new(struct fleet_config *cfg, const char *provider
         goto fail;
     if (!(host->pool = fleet_pool_new(host, err, errlen)))
         goto fail;
+    if (host->cfg.shared.enabled && !(host->shared = fleet_shared_new(host, err, errlen)))
+        goto fail;
     if (!(host->http = fleet_http_new(host))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -90,6 +93,7 @@ void fleet_host_free(struct fleet_host *host)
         lua_close(host->L);
     fleet_http_free(host->http);
     fleet_cache_close(host->cache);
+    fleet_shared_free(host->shared);
     fleet_pool_free(host->pool);
     fleet_plugins_free(host);
     fleet_config_free(&host->cfg);

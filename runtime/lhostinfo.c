@@ -6,6 +6,8 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "pool_shared.h"
+#include "redis.h"
 #include "lfleet.h"
 #include "log.h"
 
@@ -127,6 +129,18 @@ static int l_providers(lua_State *L)
     return 1;
 }
 
+/* With shared:, the Redis round trips (every command sent, budget updates
+ * and queue alike) and their ratio to HTTP requests. */
+static void push_shared_stats(lua_State *L, struct fleet_host *host)
+{
+    if (!host->shared)
+        return;
+    long trips = fleet_redis_round_trips(fleet_shared_redis(host->shared));
+    set_int(L, "redis_round_trips", trips);
+    set_int(L, "shared_syncs", host->stats.shared_syncs);
+    set_num(L, "redis_per_request", host->stats.requests ? (double)trips / (double)host->stats.requests : 0);
+}
+
 /* fleet.core.stats() -> counters */
 static int l_stats(lua_State *L)
 {
@@ -145,6 +159,7 @@ static int l_stats(lua_State *L)
     set_int(L, "merged", s->merged);
     set_num(L, "waited", s->waited);
     set_int(L, "bytes", s->bytes);
+    push_shared_stats(L, fleet_host_from(L));
     return 1;
 }
 

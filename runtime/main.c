@@ -33,6 +33,8 @@ static const char usage[] =
     "  providers              list the providers and their plugins\n"
     "  config check           validate the configuration and show what was loaded\n"
     "  cache stats|clear      inspect or empty the HTTP cache\n"
+    "  queue push|status      fill or inspect a shared work queue (Redis, shared:)\n"
+    "  worker                 fetch owners from a shared queue into per-owner files\n"
     "  help [COMMAND]         show help for a command\n"
     "\n"
     "Options (also accepted after COMMAND):\n"
@@ -140,6 +142,8 @@ static const struct {
     {"providers", "commands.providers"},
     {"config", "commands.config"},
     {"cache", "commands.cache"},
+    {"queue", "commands.queue"},
+    {"worker", "commands.worker"},
     {NULL, NULL},
 };
 

@@ -10,6 +10,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "pool_shared.h"
 
 struct fleet_pool {
     struct fleet_host *host;
@@ -246,6 +247,17 @@ static long available(const struct fleet_provider *p, struct fleet_budget *b)
     return b->remaining - b->reserved;
 }
 
+/* What t may reserve on b: with a shared store, also no more than the
+ * units this process holds from it. */
+static long usable(struct fleet_pool *pool, struct fleet_token *t, struct fleet_budget *b, double now)
+{
+    long avail = available(t->provider, b);
+    struct fleet_shared *shared = pool->host->shared;
+    if (shared && t->provider->h_remaining && !b->untracked && (avail > 0 || b->remaining < 0))
+        avail = fleet_shared_allowance(shared, t, b, avail, now);
+    return avail;
+}
+
 struct fleet_token *fleet_pool_first_free(struct fleet_pool *pool, const struct fleet_provider *p)
 {
     struct fleet_token *first = NULL;
@@ -303,7 +315,7 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
         if (b)
             roll_window(pool, b, now);
         if (!b || b->remaining != 0) {
-            if (preferred->inflight >= preferred->cwnd || (b && available(p, b) <= 0)) {
+            if (preferred->inflight >= preferred->cwnd || (b && usable(pool, preferred, b, now) <= 0)) {
                 *block = POOL_BUSY;
                 *wake_at = INFINITY;
                 return NULL;
@@ -328,7 +340,7 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
         if (!free_request) {
             struct fleet_budget *b = fleet_pool_budget(pool, t, resource);
             roll_window(pool, b, now);
-            avail = available(p, b);
+            avail = usable(pool, t, b, now);
             if (avail <= 0) {
                 if (b->remaining == 0)
                     wake = fmin(wake, b->reset > 0 ? b->reset + margin : now + 1);
@@ -348,8 +360,12 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
     }
 reserve:
     best->inflight++;
-    if (!free_request)
-        fleet_pool_budget(pool, best, resource)->reserved++;
+    if (!free_request) {
+        struct fleet_budget *b = fleet_pool_budget(pool, best, resource);
+        b->reserved++;
+        if (pool->host->shared)
+            fleet_shared_took(pool->host->shared, b, now);
+    }
     return best;
 }
 
@@ -360,6 +376,8 @@ void fleet_pool_release(struct fleet_pool *pool, struct fleet_token *t, const ch
         struct fleet_budget *b = fleet_pool_budget(pool, t, resource);
         if (b->reserved > 0)
             b->reserved--;
+        if (pool->host->shared)
+            fleet_shared_released(pool->host->shared, b);
     }
 }
 
@@ -372,8 +390,11 @@ void fleet_pool_observe(struct fleet_pool *pool, struct fleet_token *t, const ch
     if (!obs->has_remaining) {
         /* Bitbucket sends a remaining count only for some credentials,
          * Gitea none: such a budget is not counted down. */
-        if (success)
+        if (success) {
             b->untracked = true;
+            if (pool->host->shared)
+                fleet_shared_observed(pool->host->shared, t, b);
+        }
         return;
     }
     b->untracked = false;
@@ -399,7 +420,8 @@ void fleet_pool_observe(struct fleet_pool *pool, struct fleet_token *t, const ch
         if (obs->has_used)
             b->used = obs->used;
     }
-    (void)now;
+    if (pool->host->shared)
+        fleet_shared_observed(pool->host->shared, t, b);
 }
 
 void fleet_pool_spent(struct fleet_pool *pool, struct fleet_token *t, const char *resource, double reset,
@@ -411,6 +433,8 @@ void fleet_pool_spent(struct fleet_pool *pool, struct fleet_token *t, const char
     b->reset = reset > now ? reset : now + pool->host->cfg.retry.secondary_wait;
     if (b->limit >= 0)
         b->used = b->limit;
+    if (pool->host->shared)
+        fleet_shared_observed(pool->host->shared, t, b);
 }
 
 double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double wait, int sent_inflight, double now)
@@ -434,13 +458,16 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
     if (t->cwnd > t->cap)
         t->cwnd = t->cap;
     t->acked = 0;
+    if (pool->host->shared)
+        fleet_shared_token_changed(pool->host->shared, t);
     return wait;
 }
 
 void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t)
 {
-    (void)pool;
     t->disabled = true;
+    if (pool->host->shared)
+        fleet_shared_token_changed(pool->host->shared, t);
 }
 
 void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, double now)
@@ -467,6 +494,8 @@ void fleet_pool_set_account(struct fleet_pool *pool, struct fleet_token *t, cons
     free(t->account);
     t->account = xstrdup(account);
     t->account_lookup = true;
+    if (pool->host->shared)
+        fleet_shared_account(pool->host->shared, t);
     if (!t->provider->budget_per_account)
         return; /* each token has its own allowance (Bitbucket) */
     /* Move each of the token's budgets onto the account's shared one. */

@@ -33,6 +33,7 @@ struct fleet_budget {
     int reserved;   /* requests in flight charged to it */
     int refs;       /* tokens pointing at it */
     bool untracked; /* successful responses carry no remaining count */
+    struct shared_budget *shared; /* its state in the shared store, if any */
 };
 
 struct fleet_token {

@@ -22,6 +22,8 @@
 #include "interrupt.h"
 #include "log.h"
 #include "lstate.h"
+#include "pool_shared.h"
+#include "redis.h"
 
 volatile sig_atomic_t fleet_signal_received;
 
@@ -210,6 +212,14 @@ struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int na
     }
     lua_State *co = lua_newthread(L); /* [fn, args..., co] */
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* A new thread has room for a few dozen values: more arguments (a
+     * command line of many owners) need a larger stack first. */
+    if (!lua_checkstack(co, nargs + 1 + LUA_MINSTACK)) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        free(t);
+        luaL_error(L, "too many arguments for a task (%d)", nargs);
+        return NULL;
+    }
     *(struct fleet_task **)lua_getextraspace(co) = t;
     lua_xmove(L, co, nargs + 1);
     t->sched = s;
@@ -506,7 +516,8 @@ int fleet_sched_run(struct fleet_sched *s)
             continue;
         if (s->live == 0)
             break;
-        if (!fleet_http_in_flight(s->host) && !fleet_http_pending(s->host) && s->heap_len == 0) {
+        if (!fleet_http_in_flight(s->host) && !fleet_http_pending(s->host) && s->heap_len == 0 &&
+            !(s->host->shared && fleet_redis_outstanding(fleet_shared_redis(s->host->shared)) > 0)) {
             /* Every live task waits for another: nothing can ever wake them. */
             fleet_log(FLEET_LOG_ERROR, "deadlock: %d task(s) wait for each other", s->live);
             abandon_all(s);
@@ -518,12 +529,20 @@ int fleet_sched_run(struct fleet_sched *s)
             wake = s->heap[0]->wake_at;
         if (s->stop_signal && s->stop_deadline < wake)
             wake = s->stop_deadline;
+        struct fleet_redis *redis = s->host->shared ? fleet_shared_redis(s->host->shared) : NULL;
+        if (redis)
+            wake = fmin(wake, fleet_shared_turn(s->host->shared, now));
         double ms = (wake - now) * 1000.0;
         int timeout = ms <= 0 ? 0 : ms > 60000 ? 60000 : (int)ceil(ms);
-        struct curl_waitfd sigfd = {.fd = signal_pipe[0], .events = CURL_WAIT_POLLIN};
-        curl_multi_poll(s->multi, &sigfd, 1, timeout, NULL);
-        if (sigfd.revents)
+        struct curl_waitfd fds[2] = {{.fd = signal_pipe[0], .events = CURL_WAIT_POLLIN}};
+        unsigned nfds = 1;
+        if (redis && (fds[1].fd = fleet_redis_fd(redis, &fds[1].events)) >= 0 && fds[1].events)
+            nfds = 2;
+        curl_multi_poll(s->multi, fds, nfds, timeout, NULL);
+        if (fds[0].revents)
             drain_signal_pipe();
+        if (nfds == 2 && fds[1].revents)
+            fleet_redis_ready(redis, fds[1].revents);
         int running;
         curl_multi_perform(s->multi, &running);
         CURLMsg *msg;

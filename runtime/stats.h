@@ -16,6 +16,7 @@ struct fleet_stats {
     long merged;          /* identical GETs served by one request in flight */
     double waited;        /* seconds tasks spent waiting for budget or backoff */
     long long bytes;      /* response bytes received (after decompression) */
+    long shared_syncs;    /* budget updates sent to the shared store (Redis) */
 };
 
 #endif

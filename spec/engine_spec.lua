@@ -44,17 +44,6 @@ local function lines(text)
   return out
 end
 
--- Repositories a token of none of the owners' accounts sees: all of an
--- organisation's (as a member would), a user's public ones.
-local function visible(world, names)
-  local total = 0
-  for _, name in ipairs(names) do
-    local o = world.owners[name]
-    total = total + (o.kind == "org" and o.repos or o.public)
-  end
-  return total
-end
-
 local function assert_each_once(list, expected_total)
   local seen = {}
   for _, name in ipairs(list) do
@@ -140,7 +129,7 @@ describe("engine", function()
       print(total, table.concat(disabled, ","))
     ]], cfg)
     assert.are.equal(0, r.code, r.stderr)
-    assert.are.equal(("%d\trevoked\n"):format(visible(emu:world(), { "acme", "bob" })), r.stdout)
+    assert.are.equal(("%d\trevoked\n"):format(emu:visible_repos({ "acme", "bob" })), r.stdout)
     assert.matches("token revoked of github was refused %(HTTP 401%): disabled for this run", r.stderr)
     assert.are.equal(1, emu:stats().unauthorized)
     assert.is_nil(r.stderr:find("UNKNOWNUNKNOWN", 1, true))
@@ -195,7 +184,7 @@ describe("engine", function()
       io.stderr:write("retries=", fleet.stats().retries, "\n")
     ]], cfg, { args = names })
     assert.are.equal(0, r.code, r.stderr)
-    assert_each_once(lines(r.stdout), visible(emu:world(), names))
+    assert_each_once(lines(r.stdout), emu:visible_repos(names))
     local s = emu:stats()
     local faults = (s.faults["5xx"] or 0) + (s.faults.drop or 0) + (s.faults.truncate or 0)
     -- libcurl itself resends a request whose reused connection was found

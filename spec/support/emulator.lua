@@ -190,6 +190,17 @@ function Emulator:stats() return control(self, "GET", "/_emulator/stats") end
 --- Owners with kind and repository counts, and totals.
 function Emulator:world() return control(self, "GET", "/_emulator/world") end
 
+--- Repositories a token of none of the owners' accounts sees: all of an
+-- organisation's (as a member would), a user's public ones.
+function Emulator:visible_repos(names)
+  local owners, total = self:world().owners, 0
+  for _, name in ipairs(names) do
+    local o = owners[name]
+    total = total + (o.kind == "org" and o.repos or o.public)
+  end
+  return total
+end
+
 --- The live configuration (faults, secondary, limits, redirects, gzip, ...).
 function Emulator:config() return control(self, "GET", "/_emulator/config") end
 

@@ -89,7 +89,7 @@ function M.yaml(cfg)
       end
     end
   end
-  for _, section in ipairs({ "http", "retry", "cache", "log", "lua" }) do
+  for _, section in ipairs({ "http", "retry", "cache", "log", "lua", "shared" }) do
     if cfg[section] then
       out[#out + 1] = section .. ":"
       local keys = {}

@@ -53,5 +53,10 @@ out:write(("lua: memory_limit %d bytes, plugin_instructions %d\n"):format(c.lua.
   c.lua.plugin_instructions))
 out:write(("plugins.paths: %s\n"):format(#c.plugin_paths > 0 and table.concat(c.plugin_paths, ", ") or "(none)"))
 out:write(("log.level: %s\n"):format(c.log_level))
+local shared = require("fleet.core").redis_info()
+if shared then
+  out:write(("shared: Redis at %s (connected), prefix %s, lease %gs, max_attempts %d; password never shown\n")
+    :format(shared.name, shared.prefix, shared.lease, shared.max_attempts))
+end
 out:write("configuration is valid\n")
 return 0

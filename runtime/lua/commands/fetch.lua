@@ -51,15 +51,8 @@ local opts, rest, fail = cli.parse("fetch", arg, {
 })
 if opts.help then io.stdout:write(usage) return 0 end
 
--- Owners as typed: arguments first, then the file's lines.
-local entries = {}
-for i, o in ipairs(rest) do entries[#entries + 1] = { text = o, where = "argument " .. i } end
-if opts.owners_file then
-  local lines, err = owners.read_lines(opts.owners_file)
-  if not lines then fail(err) end
-  local name = opts.owners_file == "-" and "stdin" or opts.owners_file
-  for _, l in ipairs(lines) do entries[#entries + 1] = { text = l.text, where = name .. ":" .. l.line } end
-end
+local entries, eerr = owners.entries(rest, opts.owners_file)
+if not entries then fail(eerr) end
 if #entries == 0 then fail("no OWNER given") end
 
 local to_terminal = not opts.output and core.isatty(1)

@@ -460,4 +460,8 @@ function fleet.write(list, opts)
   return true
 end
 
+-- q = fleet.queue(name): a work queue shared through Redis (shared:); see
+-- fleet/queue.lua and docs/scripting.md.
+function fleet.queue(name) return require("fleet.queue").open(name) end
+
 return fleet

@@ -1,4 +1,4 @@
--- The owner list of `gitfleet fetch`: read from arguments, a file or
+-- The owner list of `gitfleet fetch` and `gitfleet queue push`: read from arguments, a file or
 -- standard input, checked where the user typed it, and each owner kept once.
 --
 -- An owner is OWNER or PROVIDER:OWNER. It is refused (a usage error that
@@ -95,6 +95,21 @@ function owners.parse(text, providers)
   local problem = name_problem(name)
   if problem then return nil, problem end
   return { provider = provider, owner = name, label = text }
+end
+
+-- entries, err = owners.entries(positional, owners_file): the owners as
+-- typed, arguments first, then the lines of owners_file ("-": standard
+-- input), each { text =, where = "argument 3" | "FILE:12" }.
+function owners.entries(positional, owners_file)
+  local entries = {}
+  for i, o in ipairs(positional) do entries[#entries + 1] = { text = o, where = "argument " .. i } end
+  if owners_file then
+    local lines, err = owners.read_lines(owners_file)
+    if not lines then return nil, err end
+    local name = owners_file == "-" and "stdin" or owners_file
+    for _, l in ipairs(lines) do entries[#entries + 1] = { text = l.text, where = name .. ":" .. l.line } end
+  end
+  return entries
 end
 
 -- jobs, err = owners.jobs(entries, providers, default_provider, keep_duplicates)

@@ -40,6 +40,8 @@ function Progress.start(total)
       local parts = { ("owners %d/%d"):format(self.done, self.total), ("%s repositories"):format(thousands(self.repos)),
         ("%.0f req/s"):format(rate) }
       if self.waiting and self.waiting.resume_at > now then parts[#parts + 1] = self.waiting.text end
+      local shared = core.redis_info()
+      if shared and not shared.up then parts[#parts + 1] = shared.waiting end
       core.progress(table.concat(parts, " · "))
       self.stop:wait(0.25)
     end

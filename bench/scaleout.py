@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""gitfleet's scale-out benchmark: `gitfleet worker` processes sharing tokens and
+one queue through Redis (shared:), against the bundled emulator.
+
+    bench/scaleout.py PATH/TO/gitfleet        (or BENCH_ONLY=scaleout make bench)
+
+Two jobs, each on its own emulator, with a redis-server of its own (free port,
+temporary folder):
+
+  (s1) limited: 3 tokens of 20 requests per 3 s; 4 organisations of 3,000
+       repositories plus 200 small owners. 1, 2 and 4 workers on one queue; then
+       4 independent `gitfleet fetch` processes (a quarter of the owners each, no
+       shared:), the way overlapping crawls run today. Wall against the minimum
+       the limits allow (every request in windows of 60), requests refused for a
+       spent budget (the emulator's count), Redis round trips per HTTP request
+       (from the workers' own fleet.stats()).
+  (s2) no limits: the 200 small owners; 1 `gitfleet fetch` process against 1 and
+       2 workers.
+
+Every run's output must hold each expected repository exactly once (else
+FAILED). Medians over BENCH_ROUNDS rounds (default 3). Standard library only;
+talks to 127.0.0.1 only. Results: stdout and bench/results/scaleout.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATOR = ROOT / "spec" / "support" / "emulator.py"
+TOKENS = [("t1", "ghp_scale_token_1", "scale1"), ("t2", "ghp_scale_token_2", "scale2"),
+          ("t3", "ghp_scale_token_3", "scale3")]
+QUOTA = {"limit": 20, "window": 3}
+SMALL = {"count": 200, "total_repos": 4000, "prefix": "small", "large": 0}
+BIG = [{"name": f"big-org-{i}", "kind": "org", "repos": 3000} for i in range(1, 5)]
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Emulator:
+    def __init__(self, work: Path, scenario: dict):
+        self.dir = Path(tempfile.mkdtemp(dir=work))
+        (self.dir / "scenario.json").write_text(json.dumps(scenario))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EMULATOR), "--port", "0", "--port-file", str(self.dir / "port"),
+             "--scenario", str(self.dir / "scenario.json"), "--quiet", "--parent-pid", str(os.getpid())],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if (self.dir / "port").exists() and (self.dir / "port").read_text().endswith("\n"):
+                break
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{int((self.dir / 'port').read_text())}"
+
+    def control(self, path: str, body: dict | None = None):
+        req = urllib.request.Request(self.url + path, method="POST" if body is not None else "GET",
+                                     data=json.dumps(body).encode() if body is not None else None)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Redis:
+    def __init__(self, work: Path):
+        self.dir = Path(tempfile.mkdtemp(dir=work))
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if self.cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise SystemExit("bench: redis-server did not start")
+
+    def cli(self, *args) -> str:
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def expected(world: dict, owners: list[str]) -> int:
+    o = world["owners"]
+    return sum(o[n]["repos"] if o[n]["kind"] == "org" else o[n]["public"] for n in owners)
+
+
+def config(path: Path, emu: Emulator, redis: Redis | None) -> Path:
+    lines = ["providers:", "  github:", f'    base_url: "{emu.url}"', "    tokens:"]
+    lines += [f'      - {{ label: {l}, token: "{t}", account: {a} }}' for l, t, a in TOKENS]
+    lines += ["http: { max_connections: 64, per_token_concurrency: 8 }",
+              "retry: { base_delay: 0.05, max_delay: 2, reset_margin: 0.25 }", "cache: { enabled: false }"]
+    if redis:
+        lines += ["shared:", f'  url: "redis://127.0.0.1:{redis.port}"', "  lease: 10"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def count_records(files: list[Path]) -> tuple[int, int]:
+    seen, n, dup = set(), 0, 0
+    for f in files:
+        for line in f.read_text().splitlines():
+            name = json.loads(line)["full_name"]
+            n += 1
+            dup += name in seen
+            seen.add(name)
+    return n, dup
+
+
+def run_processes(cmds: list[list[str]], work: Path) -> tuple[float, list[str]]:
+    errs = [work / f"err{i}" for i in range(len(cmds))]
+    start = time.monotonic()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=open(e, "w"), stdin=subprocess.DEVNULL)
+             for c, e in zip(cmds, errs)]
+    for p in procs:
+        p.wait(1800)
+    wall = time.monotonic() - start
+    return wall, [e.read_text() for e in errs]
+
+
+def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Path, n: int, want: int,
+                work: Path) -> dict:
+    emu.control("/_emulator/reset", {})
+    redis.cli("FLUSHALL")
+    subprocess.run([gf, "--config", str(cfg), "queue", "push", "--queue", "bench", "--owners-file",
+                    str(owners_file)], check=True, capture_output=True)
+    out = Path(tempfile.mkdtemp(dir=work))
+    wall, errs = run_processes([[gf, "--config", str(cfg), "worker", "--queue", "bench", "-d", str(out)]] * n, out)
+    stats = emu.control("/_emulator/stats")
+    got, dup = count_records(sorted(out.glob("*/*.ndjson")))
+    requests = trips = 0
+    for e in errs:
+        for line in e.splitlines():
+            if "Redis round trips" in line:
+                words = line.split()
+                requests += int(words[2])
+                trips += int(words[4])
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall": wall, "refused": stats["primary_limited"], "requests": stats["requests"],
+            "trips_per_request": trips / requests if requests else None, "ok": got == want and dup == 0,
+            "got": got, "dup": dup}
+
+
+def fetch_run(gf: str, cfg: Path, emu: Emulator, parts: list[Path], want: int, work: Path) -> dict:
+    emu.control("/_emulator/reset", {})
+    out = Path(tempfile.mkdtemp(dir=work))
+    cmds = [[gf, "--config", str(cfg), "fetch", "--no-progress", "--format", "ndjson", "--output",
+             str(out / f"part{i}.ndjson"), "--owners-file", str(p)] for i, p in enumerate(parts)]
+    wall, _ = run_processes(cmds, out)
+    stats = emu.control("/_emulator/stats")
+    got, dup = count_records(sorted(out.glob("part*.ndjson")))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall": wall, "refused": stats["primary_limited"], "requests": stats["requests"],
+            "trips_per_request": None, "ok": got == want and dup == 0, "got": got, "dup": dup}
+
+
+def med(runs: list[dict], key: str):
+    vals = [r[key] for r in runs if r["ok"] and r[key] is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, spec="{:.2f}"):
+    return "—" if v is None else spec.format(v)
+
+
+def main(gitfleet: str) -> int:
+    rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
+    work = Path(tempfile.mkdtemp(prefix="gitfleet-scaleout-"))
+    gf = str(work / "gitfleet")
+    shutil.copy2(gitfleet, gf)  # a rebuild during the bench cannot change what is measured
+    src = Path(gitfleet).parent / "providers"
+    shutil.copytree(src if src.is_dir() else ROOT / "providers", work / "providers")
+    rows: dict[str, list[dict]] = {}
+    started = time.time()
+    try:
+        tokens = [{"token": t, "provider": "github", "account": a} for _, t, a in TOKENS]
+        redis = Redis(work)
+        # (s1) limited
+        emu = Emulator(work, {"seed": 1, "owners": BIG, "generate": SMALL, "tokens": tokens,
+                              "limits": {"github": QUOTA}})
+        world = emu.control("/_emulator/world")
+        owners = [o["name"] for o in BIG] + sorted(n for n in world["owners"] if n.startswith("small-"))
+        want = expected(world, owners)
+        owners_file = work / "owners.txt"
+        owners_file.write_text("\n".join(owners) + "\n")
+        parts = []
+        for k in range(4):
+            p = work / f"quarter{k}.txt"
+            p.write_text("\n".join(owners[k::4]) + "\n")
+            parts.append(p)
+        shared_cfg = config(work / "shared.yaml", emu, redis)
+        plain_cfg = config(work / "plain.yaml", emu, None)
+        for r in range(rounds):
+            for n in (1, 2, 4):
+                log(f"(s1) round {r + 1}: {n} worker(s)")
+                rows.setdefault(f"s1-{n}", []).append(workers_run(gf, shared_cfg, emu, redis, owners_file, n, want,
+                                                                  work))
+            log(f"(s1) round {r + 1}: 4 independent processes")
+            rows.setdefault("s1-indep", []).append(fetch_run(gf, plain_cfg, emu, parts, want, work))
+        requests_needed = med(rows["s1-1"], "requests") or 0
+        emu.stop()
+        # (s2) no limits
+        emu = Emulator(work, {"seed": 1, "generate": SMALL, "tokens": tokens, "limits": {"github": None}})
+        world = emu.control("/_emulator/world")
+        small = sorted(world["owners"])
+        want2 = expected(world, small)
+        small_file = work / "small.txt"
+        small_file.write_text("\n".join(small) + "\n")
+        shared_cfg = config(work / "shared2.yaml", emu, redis)
+        plain_cfg = config(work / "plain2.yaml", emu, None)
+        for r in range(rounds):
+            log(f"(s2) round {r + 1}: 1 process")
+            rows.setdefault("s2-fetch", []).append(fetch_run(gf, plain_cfg, emu, [small_file], want2, work))
+            for n in (1, 2):
+                log(f"(s2) round {r + 1}: {n} worker(s)")
+                rows.setdefault(f"s2-{n}", []).append(workers_run(gf, shared_cfg, emu, redis, small_file, n, want2,
+                                                                  work))
+        emu.stop()
+        redis.stop()
+    finally:
+        if os.environ.get("BENCH_KEEP"):
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    per_window = QUOTA["limit"] * len(TOKENS)
+    windows = math.ceil(requests_needed / per_window) if requests_needed else None
+    minimum = (windows - 1) * QUOTA["window"] if windows else None
+    # The emulator's window opens at its first request and resets at the next
+    # whole second after open + window: a window opened just after a reset
+    # lasts window + 1 s, whatever the client does.
+    emulator_floor = (windows - 1) * (QUOTA["window"] + 1) if windows else None
+    names = {"s1-1": "1 worker", "s1-2": "2 workers", "s1-4": "4 workers",
+             "s1-indep": "4 independent `fetch` processes, no shared:", "s2-fetch": "1 `gitfleet fetch` process",
+             "s2-1": "1 worker", "s2-2": "2 workers"}
+    out = ["## Scale-out: workers sharing tokens and one queue through Redis", "",
+           f"{time.strftime('%Y-%m-%d %H:%M %Z')}; medians of {rounds} rounds; `bench/scaleout.py` "
+           f"(took {(time.time() - started) / 60:.1f} min).", "",
+           f"(s1) 3 tokens of {QUOTA['limit']} requests per {QUOTA['window']} s; 4 organisations of 3,000 "
+           f"repositories + 200 small owners ({want:,} repositories, {fmt(requests_needed, '{:.0f}')} requests "
+           f"for one worker, {fmt(windows, '{:.0f}')} windows of {per_window}): the limits allow no less than "
+           f"{fmt(minimum, '{:.0f}')} s; the emulator's windows, which reset at the next whole second after their "
+           f"first request + {QUOTA['window']} s, allow no less than about {fmt(emulator_floor, '{:.0f}')} s.", "",
+           "| (s1) | wall s | × minimum | × emulator floor | refused | Redis round trips / request | output |",
+           "|---|---|---|---|---|---|---|"]
+    for key in ("s1-1", "s1-2", "s1-4", "s1-indep"):
+        runs = rows.get(key, [])
+        wall = med(runs, "wall")
+        out.append(f"| {names[key]} | {fmt(wall, '{:.1f}')} | {fmt(wall / minimum if wall and minimum else None)} | "
+                   f"{fmt(wall / emulator_floor if wall and emulator_floor else None)} | "
+                   f"{fmt(med(runs, 'refused'), '{:.0f}')} | {fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
+                   f"{'ok' if runs and all(r['ok'] for r in runs) else 'FAILED'} |")
+    out += ["", f"(s2) no limits: the 200 small owners ({want2:,} repositories).", "",
+            "| (s2) | wall s | speed-up against 1 process | Redis round trips / request | output |",
+            "|---|---|---|---|---|"]
+    base = med(rows.get("s2-fetch", []), "wall")
+    for key in ("s2-fetch", "s2-1", "s2-2"):
+        runs = rows.get(key, [])
+        wall = med(runs, "wall")
+        out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
+                   f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
+                   f"{'ok' if runs and all(r['ok'] for r in runs) else 'FAILED'} |")
+    report = "\n".join(out) + "\n"
+    print(report)
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "scaleout.md").write_text(report)
+    (results / "scaleout.json").write_text(json.dumps(rows, indent=1))
+    return 0 if all(r["ok"] for runs in rows.values() for r in runs) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: bench/scaleout.py PATH/TO/gitfleet", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(os.path.abspath(sys.argv[1])))

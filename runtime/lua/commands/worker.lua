@@ -1,0 +1,208 @@
+-- gitfleet worker: takes owners from a shared queue (Redis, see shared:),
+-- fetches each, writes its records to DIR/PROVIDER/OWNER.ndjson through a
+-- temporary file and a rename, and only then acknowledges it. Any number
+-- of workers on any number of machines can work on one queue; an owner
+-- held by a worker that died is taken over after shared.lease.
+local cli = require("fleet.cli")
+local core = require("fleet.core")
+local Queue = require("fleet.queue")
+
+local usage = [[
+usage: gitfleet worker --queue NAME --output-dir DIR [OPTIONS]
+
+Takes owners from the queue NAME (filled by `gitfleet queue push`), fetches
+every repository of each, and writes them to DIR/PROVIDER/OWNER.ndjson: the
+file appears whole (written to a temporary name, then renamed) before the
+owner is acknowledged. Needs a shared: section in the configuration.
+
+An owner whose worker stops (killed, machine lost) is taken over by another
+worker once it has been idle for shared.lease seconds. An owner that fails
+is retried up to shared.max_attempts times, then parked with its reason
+(`gitfleet queue status` lists them); one that does not exist is parked at
+once.
+
+Options:
+  --queue NAME           the queue (letters, digits, '.', '_', '-')
+  -d, --output-dir DIR   where the files go
+  -p, --provider P       provider for owners pushed without PROVIDER:
+  -j, --concurrency N    owners fetched at once (default 16)
+  --follow               when the queue is empty, wait for more work
+                         instead of exiting
+  -h, --help             show this help
+
+Exit status: 0 when the queue has nothing left (or on SIGTERM with --follow),
+1 when this worker parked an owner, 2 on a usage or configuration error.
+]]
+
+local opts, rest, fail = cli.parse("worker", arg, {
+  { "--help", "-h" }, { "--queue", arg = "NAME" }, { "--output-dir", "-d", arg = "DIR" },
+  { "--provider", "-p", arg = "P" }, { "--concurrency", "-j", arg = "N" }, { "--follow" },
+})
+if opts.help then io.stdout:write(usage) return 0 end
+if #rest > 0 then fail("unexpected argument '" .. rest[1] .. "'") end
+if not opts.queue then fail("--queue NAME is required") end
+if not opts.output_dir then fail("--output-dir DIR is required") end
+local concurrency = math.tointeger(tonumber(opts.concurrency or 16))
+if not concurrency or concurrency < 1 or concurrency > 1000 then fail("--concurrency must be from 1 to 1000") end
+if not core.redis_info() then fail("needs a shared: section with a Redis url in the configuration") end
+local providers = {}
+for _, p in ipairs(fleet.providers()) do providers[p.name] = true end
+if opts.provider and not providers[opts.provider] then fail("no provider named '" .. opts.provider .. "'") end
+local ok, qerr = pcall(Queue.open, opts.queue)
+if not ok then fail(tostring(qerr):gsub("^[^:]*:%d+: ", "")) end
+local q = qerr
+local made, merr = core.mkdir(opts.output_dir)
+if not made then fail(merr) end
+
+local lease = core.redis_info().lease
+
+-- File names: the owner with every byte outside [A-Za-z0-9._-] written
+-- as %XX (a GitLab subgroup "a/b" is "a%2Fb"), so no owner reaches outside
+-- its folder.
+local function file_name(owner)
+  return (owner:gsub("[^%w._-]", function(c) return ("%%%02X"):format(c:byte()) end):gsub("^%.", "%%2E"))
+end
+
+local function split(item)
+  local p, owner = item:match("^([%w_-]+):(.+)$")
+  if p and providers[p] then return p, owner end
+  return opts.provider or fleet.default_provider(), item
+end
+
+local function write_owner(provider, owner, repos)
+  local dir = opts.output_dir .. "/" .. file_name(provider)
+  local made_dir, err = core.mkdir(dir)
+  if not made_dir then return nil, err end
+  local final = dir .. "/" .. file_name(owner) .. ".ndjson"
+  local tmp = ("%s/.%s.ndjson.%s.tmp"):format(dir, file_name(owner), file_name(q.consumer))
+  local written, werr = fleet.write(repos, { format = "ndjson", output = tmp })
+  if not written then
+    os.remove(tmp)
+    return nil, werr
+  end
+  local renamed, rerr = os.rename(tmp, final)
+  if not renamed then
+    os.remove(tmp)
+    return nil, rerr
+  end
+  return true
+end
+
+local active, nactive = {}, 0
+local acks = {}
+local finished = core.condition()
+local parked, done = 0, 0
+local last_flush = core.now()
+
+local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"):format(...)) end
+
+local function work(it)
+  local provider, owner = split(it.item)
+  local repos, err = fleet.fetch_repositories(owner, { provider = provider })
+  if repos then
+    local written, werr = write_owner(provider, owner, repos)
+    if written then
+      acks[#acks + 1] = it
+      done = done + 1
+    else
+      err = "cannot write " .. owner .. ": " .. tostring(werr)
+    end
+  end
+  if err then
+    local final = type(err) == "table" and (err.kind == "not_found" or err.kind == "auth" or err.kind == "config")
+    local reason = cli.describe(err)
+    local verdict = q:fail(it, reason, final)
+    if verdict == "parked" then
+      parked = parked + 1
+      log("%s: %s (parked after %d attempt(s))", it.item, reason, it.attempts)
+    elseif verdict == "retry" then
+      log("%s: %s (attempt %d of %d; retried later)", it.item, reason, it.attempts, q.info.max_attempts)
+    else
+      log("%s: %s (left for another worker)", it.item, reason)
+    end
+  end
+  active[it.id] = nil
+  nactive = nactive - 1
+  finished:signal()
+end
+
+-- Acknowledgements go in batches; one that cannot be sent (Redis away)
+-- is kept for the next try: the file is already in place.
+local function flush_acks()
+  last_flush = core.now()
+  if #acks == 0 then return true end
+  local batch = acks
+  acks = {}
+  local n, err = q:ack(batch)
+  if not n then
+    for _, it in ipairs(batch) do acks[#acks + 1] = it end
+    return nil, err
+  end
+  return true
+end
+
+local function held()
+  local list = {}
+  for _, it in pairs(active) do list[#list + 1] = it end
+  return list
+end
+
+local redis_away = false
+local last_touch, last_empty = core.now(), -math.huge
+local low = math.max(1, concurrency // 2)
+
+while true do
+  local now = core.now()
+  -- Take a batch when half the slots are free, so a take brings several
+  -- owners; after an empty take, wait a moment before asking again.
+  if nactive <= concurrency - low and now - last_empty >= 0.5 then
+    local finished_items = acks
+    acks = {}
+    local items, err = q:take(concurrency - nactive, nactive > 0 and "fetching" or "idle", finished_items)
+    if not items then
+      for _, it in ipairs(finished_items) do acks[#acks + 1] = it end
+      if not redis_away then log("waiting for Redis: %s", cli.describe(err)) end
+      redis_away = true
+      core.sleep(0.5)
+    else
+      if redis_away then log("Redis is back") end
+      redis_away = false
+      for _, it in ipairs(items) do
+        active[it.id] = it
+        nactive = nactive + 1
+        if it.reclaimed then log("%s: taken over from a worker that stopped (attempt %d)", it.item, it.attempts) end
+        core.spawn(work, it)
+      end
+      if #items == 0 then
+        last_empty = now
+        if nactive == 0 then
+          flush_acks()
+          local st = q:status()
+          if st and st.queued == 0 and #acks == 0 and not opts.follow then break end
+        end
+      else
+        last_empty = -math.huge
+      end
+    end
+  end
+  -- Finished owners are acknowledged with the next take; when no take is
+  -- due, in a batch of their own.
+  if #acks >= low or (#acks > 0 and now - last_flush >= 1) then flush_acks() end
+  if now - last_touch >= lease / 3 then
+    last_touch = now
+    q:touch(held(), nactive > 0 and "fetching" or "idle")
+  end
+  if not redis_away then finished:wait(nactive > 0 and 0.5 or 0.25) end
+end
+flush_acks()
+if done == 0 and parked == 0 then
+  log("queue %s has nothing left to do", opts.queue)
+else
+  log("%d owner(s) written to %s%s", done, opts.output_dir, parked > 0 and (", %d parked"):format(parked) or "")
+end
+local s = fleet.stats()
+if s.redis_round_trips and s.requests > 0 then
+  log("%d requests, %d Redis round trips (%.3f per request; %d budget updates)", s.requests, s.redis_round_trips,
+    s.redis_round_trips / s.requests, s.shared_syncs)
+end
+return parked > 0 and 1 or 0

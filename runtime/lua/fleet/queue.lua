@@ -1,0 +1,276 @@
+-- fleet.queue(name): a work queue in Redis (shared:), for any number of
+-- processes on any number of machines. Items are owners ("PROVIDER:OWNER"
+-- or "OWNER"); a Redis Stream carries them to a consumer group, so each is
+-- delivered to one worker at a time; an item is done when acknowledged.
+--
+--   local q = fleet.queue("crawl")
+--   q:push({ "acme", "gitlab:globex" })     -> added (an item already waiting is not added twice)
+--   local items = q:take(8 [, doing, done])  -> { {id=, item=, attempts=, reclaimed=}, ... }
+--                                               (acknowledges the items in `done` first)
+--   q:ack(items[1])                          -> done
+--   q:fail(items[2], "why")                  -> "retry" or "parked" (after shared.max_attempts)
+--   q:touch(items)                           -> still working on them (keeps them from reclaim)
+--   q:status()                               -> { waiting=, in_progress=, done=, failed={item=reason}, workers={} }
+--
+-- An item held by a worker that stopped beating for longer than
+-- shared.lease is claimed by the next take (XAUTOCLAIM). Every change is
+-- one Redis script, so two workers never see a half-done change.
+local core = require("fleet.core")
+local json = require("cjson")
+
+local Queue = {}
+Queue.__index = Queue
+
+-- push: adds each item not already waiting or in progress (and makes the
+-- consumer group once). KEYS: stream, queued set. ARGV: items. Returns the
+-- number added.
+local PUSH = [[
+local added = 0
+redis.pcall('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
+for _, item in ipairs(ARGV) do
+  if redis.call('SADD', KEYS[2], item) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'item', item)
+    added = added + 1
+  end
+end
+return added
+]]
+
+-- take: acknowledges what the caller finished (one round trip for both),
+-- then takes entries idle past the lease (their worker is gone), then new
+-- ones. An entry delivered more than max_attempts times is parked. KEYS:
+-- stream, queued, tries, failed, workers, done. ARGV: consumer, count, min
+-- idle ms, max attempts, beat, now, then id, item pairs to acknowledge.
+-- Returns id, item, attempts, reclaimed...
+local TAKE = [[
+local stream, queued, tries, failed, workers, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local me, count, idle, max = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+redis.call('HSET', workers, me, ARGV[5])
+for i = 7, #ARGV, 2 do
+  local id, item = ARGV[i], ARGV[i + 1]
+  if redis.call('XACK', stream, 'workers', id) == 1 then
+    redis.call('SREM', queued, item)
+    redis.call('HSET', done, item, ARGV[6])
+    redis.call('HDEL', tries, item)
+    redis.call('HDEL', failed, item)
+  end
+  redis.call('XDEL', stream, id)
+end
+if redis.call('EXISTS', stream) == 0 then return {} end
+local out = {}
+local function deliver(id, fields, reclaimed)
+  local item
+  for i = 1, #fields, 2 do if fields[i] == 'item' then item = fields[i + 1] end end
+  if not item then redis.call('XACK', stream, 'workers', id); redis.call('XDEL', stream, id); return end
+  local n = redis.call('HINCRBY', tries, item, 1)
+  if reclaimed and n > max then
+    redis.call('HSET', failed, item, 'gave up after ' .. (n - 1) .. ' attempts: the worker holding it stopped')
+    redis.call('XACK', stream, 'workers', id)
+    redis.call('XDEL', stream, id)
+    redis.call('SREM', queued, item)
+    return
+  end
+  out[#out + 1] = id; out[#out + 1] = item; out[#out + 1] = n; out[#out + 1] = reclaimed and 1 or 0
+end
+local claimed = redis.call('XAUTOCLAIM', stream, 'workers', me, idle, '0-0', 'COUNT', count)
+for _, e in ipairs(claimed[2]) do
+  if e then deliver(e[1], e[2], true) end
+end
+local want = count - #out / 4
+if want > 0 then
+  local got = redis.call('XREADGROUP', 'GROUP', 'workers', me, 'COUNT', want, 'STREAMS', stream, '>')
+  if got then for _, e in ipairs(got[1][2]) do deliver(e[1], e[2], false) end end
+end
+return out
+]]
+
+-- ack: KEYS: stream, queued, tries, done, failed. ARGV: now, then id,
+-- item pairs. An item acknowledged after a reclaim may be acked twice:
+-- the second is a no-op.
+local ACK = [[
+local n = 0
+for i = 2, #ARGV, 2 do
+  local id, item = ARGV[i], ARGV[i + 1]
+  if redis.call('XACK', KEYS[1], 'workers', id) == 1 then
+    n = n + 1
+    redis.call('SREM', KEYS[2], item)
+    redis.call('HSET', KEYS[4], item, ARGV[1])
+    redis.call('HDEL', KEYS[3], item)
+    redis.call('HDEL', KEYS[5], item)
+  end
+  redis.call('XDEL', KEYS[1], id)
+end
+return n
+]]
+
+-- fail: KEYS: stream, queued, tries, failed. ARGV: id, item, reason,
+-- max attempts, final ("1": no point retrying). Retries go to the back
+-- of the stream.
+local FAIL = [[
+local id, item, reason, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('XACK', KEYS[1], 'workers', id) == 0 then return 'gone' end
+redis.call('XDEL', KEYS[1], id)
+local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
+if ARGV[5] == '1' or n >= max then
+  redis.call('HSET', KEYS[4], item, reason)
+  redis.call('SREM', KEYS[2], item)
+  return 'parked'
+end
+redis.call('XADD', KEYS[1], '*', 'item', item)
+return 'retry'
+]]
+
+-- touch: resets the idle time of entries still being worked on. KEYS:
+-- stream, workers. ARGV: consumer, beat, ids.
+local TOUCH = [[
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if #ARGV > 2 then
+  redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, unpack(ARGV, 3, #ARGV))
+end
+return 1
+]]
+
+-- status: KEYS: stream, queued, done, failed, workers.
+local STATUS = [[
+local pending = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local ok = redis.pcall('XPENDING', KEYS[1], 'workers')
+  if type(ok) == 'table' and not ok.err then pending = ok[1] end
+end
+return { redis.call('SCARD', KEYS[2]), pending, redis.call('HLEN', KEYS[3]),
+         redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]) }
+]]
+
+local scripts = {}
+local function script(name, source)
+  scripts[name] = scripts[name] or core.redis_script(source)
+  return scripts[name]
+end
+
+local MAX_NAME = 64
+local MAX_ITEM = 256
+
+-- A queue name: what a person would type, and safe in a key and a file name.
+local function check_name(name)
+  if type(name) ~= "string" or name == "" or #name > MAX_NAME or not name:match("^[%w._-]+$") then
+    return nil, ("bad queue name %q: use 1 to %d letters, digits, '.', '_' or '-'"):format(tostring(name), MAX_NAME)
+  end
+  return name
+end
+
+-- An item: an owner, optionally PROVIDER:. No spaces or control characters.
+function Queue.check_item(item)
+  if type(item) ~= "string" or item == "" then return nil, "an empty owner" end
+  if #item > MAX_ITEM then return nil, ("an owner longer than %d bytes"):format(MAX_ITEM) end
+  if item:find("[%c%s]") then return nil, ("owner %q has spaces or control characters"):format(item) end
+  local owner = item:match("^[%w_-]+:(.+)$") or item
+  if owner == "." or owner == ".." or owner:find("^/") or owner:find("//", 1, true) then
+    return nil, ("owner %q is not a name"):format(item)
+  end
+  return item
+end
+
+function Queue.open(name)
+  local ok, err = check_name(name)
+  if not ok then error(err, 2) end
+  local info = core.redis_info()
+  if not info then error("fleet.queue needs a shared: section with a Redis url (see docs/scale-out.md)", 2) end
+  local base = info.prefix .. ":queue:" .. name
+  local self = setmetatable({
+    name = name,
+    info = info,
+    keys = {
+      stream = base .. ":stream", queued = base .. ":queued", tries = base .. ":tries",
+      done = base .. ":done", failed = base .. ":failed", workers = base .. ":workers",
+    },
+    consumer = info.worker,
+  }, Queue)
+  return self
+end
+
+-- Adds items (a string or a list). Returns the number added, or nil, err.
+function Queue:push(items)
+  if type(items) == "string" then items = { items } end
+  local added = 0
+  for i = 1, #items, 500 do
+    local chunk = {}
+    for j = i, math.min(i + 499, #items) do
+      local item, err = Queue.check_item(items[j])
+      if not item then error(err, 2) end
+      chunk[#chunk + 1] = item
+    end
+    local n, err = core.redis_eval(script("push", PUSH), 2, self.keys.stream, self.keys.queued,
+      table.unpack(chunk))
+    if not n then return nil, err end
+    added = added + n
+  end
+  return added
+end
+
+function Queue:beat(what)
+  return json.encode({ at = core.now(), doing = what })
+end
+
+-- Up to n items, after acknowledging the items in `done` (a list, may be
+-- nil). Returns a list (maybe empty), or nil, err (nothing acknowledged).
+function Queue:take(n, doing, done)
+  local k = self.keys
+  local args = { self.consumer, n or 1, math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
+    tostring(core.now()) }
+  for _, it in ipairs(done or {}) do
+    args[#args + 1] = it.id
+    args[#args + 1] = it.item
+  end
+  local flat, err = core.redis_eval(script("take", TAKE), 6, k.stream, k.queued, k.tries, k.failed, k.workers,
+    k.done, table.unpack(args))
+  if not flat then return nil, err end
+  local out = {}
+  for i = 1, #flat, 4 do
+    out[#out + 1] = { id = flat[i], item = flat[i + 1], attempts = flat[i + 2], reclaimed = flat[i + 3] == 1 }
+  end
+  return out
+end
+
+-- Acknowledges items (one or a list): each is done. Returns the count.
+function Queue:ack(items)
+  if items.id then items = { items } end
+  if #items == 0 then return 0 end
+  local args = { tostring(core.now()) }
+  for _, it in ipairs(items) do
+    args[#args + 1] = it.id
+    args[#args + 1] = it.item
+  end
+  local k = self.keys
+  return core.redis_eval(script("ack", ACK), 5, k.stream, k.queued, k.tries, k.done, k.failed, table.unpack(args))
+end
+
+-- An item failed: retried later unless it used its attempts (or final).
+function Queue:fail(it, reason, final)
+  local k = self.keys
+  return core.redis_eval(script("fail", FAIL), 4, k.stream, k.queued, k.tries, k.failed, it.id, it.item,
+    tostring(reason):sub(1, 500), self.info.max_attempts, final and "1" or "0")
+end
+
+-- Still working on items: they are not reclaimed by others.
+function Queue:touch(items, doing)
+  local ids = {}
+  for _, it in ipairs(items or {}) do ids[#ids + 1] = it.id end
+  return core.redis_eval(script("touch", TOUCH), 2, self.keys.stream, self.keys.workers, self.consumer,
+    self:beat(doing), table.unpack(ids))
+end
+
+function Queue:status()
+  local k = self.keys
+  local r, err = core.redis_eval(script("status", STATUS), 5, k.stream, k.queued, k.done, k.failed, k.workers)
+  if not r then return nil, err end
+  local st = { queued = r[1], in_progress = r[2], done = r[3], failed = {}, workers = {} }
+  st.waiting = math.max(0, st.queued - st.in_progress)
+  for i = 1, #r[4], 2 do st.failed[r[4][i]] = r[4][i + 1] end
+  for i = 1, #r[5], 2 do
+    local ok, beat = pcall(json.decode, r[5][i + 1])
+    st.workers[r[5][i]] = ok and beat or {}
+  end
+  return st
+end
+
+return Queue

@@ -1,0 +1,285 @@
+-- The shared work queue: gitfleet queue push|status and gitfleet worker,
+-- real processes on a redis-server of the spec's own, against the emulator.
+local emulator = require("spec.support.emulator")
+local gf = require("spec.support.gitfleet")
+local redis = require("spec.support.redis")
+local cjson = require("cjson")
+local socket = require("socket")
+
+local TOKENS = {
+  { token = "ghp_QueueAlphaSECRET00000000001", provider = "github", account = "qa" },
+  { token = "ghp_QueueBravoSECRET00000000002", provider = "github", account = "qb" },
+}
+
+local emu, r
+
+local function config(extra)
+  local cfg = {
+    providers = { github = { base_url = emu.url, tokens = {} } },
+    retry = { base_delay = 0.05, max_delay = 0.2 },
+    cache = { enabled = false },
+    shared = { url = r.url, lease = 3 },
+  }
+  for i, t in ipairs(TOKENS) do cfg.providers.github.tokens[i] = { label = "q" .. i, token = t.token } end
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  return (gf.config(cfg))
+end
+
+local function owners(n)
+  local list = {}
+  for i = 1, n do list[i] = ("own-%04d"):format(i) end
+  return list
+end
+
+local function expected(names) return emu:visible_repos(names) end
+
+-- Every record in every DIR/*/*.ndjson: count, duplicates, files.
+local function collect(dir)
+  local seen, n, dup, files = {}, 0, 0, {}
+  local p = io.popen("find " .. gf.quote(dir) .. " -name '*.ndjson' -type f | sort")
+  for path in p:lines() do
+    files[#files + 1] = path
+    for line in io.lines(path) do
+      local rec = cjson.decode(line)
+      n = n + 1
+      if seen[rec.full_name] then dup = dup + 1 end
+      seen[rec.full_name] = true
+    end
+  end
+  p:close()
+  return n, dup, files
+end
+
+-- Starts a worker in the background; returns its pid and output files.
+local function start_worker(cfg, queue, dir, extra)
+  local out = gf.tmpdir()
+  local args = { gf.bin, "--config", cfg, "worker", "--queue", queue, "--output-dir", dir }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  for i, a in ipairs(args) do args[i] = gf.quote(a) end
+  -- no wrapper: the pid is the worker's own, for the spec that kills it
+  os.execute(("%s >%s/out 2>%s/err </dev/null & echo $! >%s/pid"):format(table.concat(args, " "), out, out, out))
+  return { pid = tonumber(gf.slurp(out .. "/pid"):match("%d+")), dir = out }
+end
+
+local function wait_all(workers, limit)
+  local deadline = socket.gettime() + (limit or 90)
+  for _, w in ipairs(workers) do
+    while socket.gettime() < deadline and os.execute("kill -0 " .. w.pid .. " 2>/dev/null") do socket.sleep(0.05) end
+    if socket.gettime() >= deadline then os.execute("kill -KILL " .. w.pid .. " 2>/dev/null") end
+    w.stderr = gf.slurp(w.dir .. "/err") or ""
+  end
+end
+
+local function push(cfg, queue, list)
+  local args = { "--config", cfg, "queue", "push", "--queue", queue }
+  for _, o in ipairs(list) do args[#args + 1] = o end
+  return gf.run(args)
+end
+
+describe("the shared work queue", function()
+  setup(function()
+    emu = emulator.start({ scenario = {
+      generate = { count = 60, total_repos = 2400, prefix = "own", large = 2 },
+      tokens = TOKENS,
+    } })
+    r = redis.start()
+  end)
+  teardown(function()
+    redis.stop_all()
+    emulator.stop_all()
+    gf.cleanup()
+  end)
+  before_each(function()
+    emu:reset(true)
+    r:cli("FLUSHALL")
+  end)
+
+  it("has two workers write every owner's file once, each repository once", function()
+    local cfg = config()
+    local list = owners(60)
+    local pushed = push(cfg, "crawl", list)
+    assert.equals(0, pushed.code)
+    assert.matches("60 owner%(s%) added to crawl", pushed.stderr)
+    local dir = gf.tmpdir()
+    local ws = { start_worker(cfg, "crawl", dir), start_worker(cfg, "crawl", dir) }
+    wait_all(ws)
+    local n, dup, files = collect(dir)
+    assert.equals(60, #files)
+    assert.equals(expected(list), n)
+    assert.equals(0, dup)
+    assert.matches("/github/own%-0001%.ndjson$", files[1])
+    local st = gf.run({ "--config", cfg, "queue", "status", "--queue", "crawl", "--format", "json" })
+    local status = cjson.decode(st.stdout)
+    assert.equals(60, status.done)
+    assert.equals(0, status.queued)
+    local text = gf.run({ "--config", cfg, "queue", "status", "--queue", "crawl" })
+    assert.matches("queue crawl: 0 waiting, 0 in progress, 60 done, 0 parked", text.stdout, 1, true)
+    assert.matches("worker [^ ]+: idle, last beat %d+s ago", text.stdout)
+    -- nothing temporary is left behind
+    assert.equals("", gf.capture("find " .. gf.quote(dir) .. " -name '*.tmp'"))
+  end)
+
+  it("loses nothing when a worker is killed in the middle, with faults", function()
+    -- budgets tight enough that the job lasts a few seconds, so the
+    -- killed worker certainly holds owners
+    emu:configure({ faults = { rate = 0.1, kinds = { "5xx", "drop" }, seed = 3 },
+      limits = { github = { limit = 25, window = 2 } } })
+    local cfg = config({ retry = { base_delay = 0.05, max_delay = 0.2, reset_margin = 0.2 } })
+    local list = owners(60)
+    assert.equals(0, push(cfg, "kill", list).code)
+    local dir = gf.tmpdir()
+    local ws = {}
+    for i = 1, 3 do ws[i] = start_worker(cfg, "kill", dir, { "-j", "2" }) end
+    socket.sleep(0.8)
+    os.execute("kill -KILL " .. ws[2].pid)
+    local killed_at = socket.gettime()
+    wait_all({ ws[1], ws[3] })
+    local n, dup, files = collect(dir)
+    assert.equals(60, #files)
+    assert.equals(expected(list), n)
+    assert.equals(0, dup)
+    -- the dead worker's owners were taken over once the lease (3 s) ran out
+    assert.matches("taken over from a worker that stopped", ws[1].stderr .. ws[3].stderr)
+    assert.is_true(socket.gettime() - killed_at < 3 + 20)
+  end)
+
+  it("pauses workers while Redis restarts and finishes without loss or duplicate", function()
+    local rr = redis.start({ appendonly = true })
+    local cfg = config({ shared = { url = rr.url, lease = 3 } })
+    emu:configure({ limits = { github = { limit = 6, window = 2 } } })
+    local list = owners(30)
+    assert.equals(0, push(cfg, "restart", list).code)
+    local dir = gf.tmpdir()
+    local ws = { start_worker(cfg, "restart", dir, { "-j", "4" }), start_worker(cfg, "restart", dir, { "-j", "4" }) }
+    socket.sleep(1)
+    rr:stop()
+    socket.sleep(2)
+    rr:launch()
+    wait_all(ws)
+    local n, dup, files = collect(dir)
+    assert.equals(30, #files)
+    assert.equals(expected(list), n)
+    assert.equals(0, dup)
+    assert.matches("waiting for Redis at 127.0.0.1:" .. rr.port, ws[1].stderr .. ws[2].stderr, 1, true)
+    assert.matches("connected to Redis at 127.0.0.1:" .. rr.port .. "/0 again", ws[1].stderr .. ws[2].stderr, 1, true)
+    assert.equals("30", rr:cli("HLEN", "gitfleet:queue:restart:done"))
+  end)
+
+  it("adds an owner pushed twice once while it waits", function()
+    local cfg = config()
+    assert.equals(0, push(cfg, "twice", { "own-0001", "own-0002" }).code)
+    local again = push(cfg, "twice", { "own-0001", "own-0001", "own-0003" })
+    assert.equals(0, again.code)
+    assert.matches("1 owner%(s%) added to twice %(2 already queued%)", again.stderr)
+    local dir = gf.tmpdir()
+    local w = start_worker(cfg, "twice", dir)
+    wait_all({ w })
+    local _, dup, files = collect(dir)
+    assert.equals(3, #files)
+    assert.equals(0, dup)
+    assert.equals(3, emu:stats().by_path_kind.repo_list - (emu:stats().by_status["404"] or 0))
+  end)
+
+  it("takes 10,000 owners in one push, and an empty owners file as a usage error", function()
+    local cfg = config()
+    local dir = gf.tmpdir()
+    local lines = {}
+    for i = 1, 10000 do lines[i] = ("owner-%05d"):format(i) end
+    gf.write(dir .. "/many.txt", table.concat(lines, "\n") .. "\n# a comment\n\n")
+    local run = gf.run({ "--config", cfg, "queue", "push", "--queue", "many", "--owners-file", dir .. "/many.txt" })
+    assert.equals(0, run.code, run.stderr)
+    assert.matches("10000 owner%(s%) added to many", run.stderr)
+    local st = cjson.decode(gf.run({ "--config", cfg, "queue", "status", "--queue", "many", "-f", "json" }).stdout)
+    assert.equals(10000, st.waiting)
+    gf.write(dir .. "/empty.txt", "# nothing here\n")
+    local empty = gf.run({ "--config", cfg, "queue", "push", "--queue", "many", "--owners-file", dir .. "/empty.txt" })
+    assert.equals(2, empty.code)
+    assert.matches("no OWNER given", empty.stderr, 1, true)
+    local missing = gf.run({ "--config", cfg, "queue", "push", "--owners-file", dir .. "/absent.txt" })
+    assert.equals(2, missing.code)
+    assert.matches("absent.txt", missing.stderr, 1, true)
+  end)
+
+  it("lets a worker on a queue nobody pushed end at once", function()
+    local dir = gf.tmpdir()
+    local run = gf.run({ "--config", config(), "worker", "--queue", "nobody", "--output-dir", dir }, { timeout = 20 })
+    assert.equals(0, run.code)
+    assert.matches("queue nobody has nothing left to do", run.stderr, 1, true)
+    assert.equals(0, emu:stats().requests)
+  end)
+
+  it("parks an owner that does not exist, with the reason", function()
+    local cfg = config()
+    assert.equals(0, push(cfg, "missing", { "own-0001", "no-such-owner" }).code)
+    local run = gf.run({ "--config", cfg, "worker", "--queue", "missing", "-d", gf.tmpdir() })
+    assert.equals(1, run.code)
+    assert.matches("no%-such%-owner: not found.*parked after 1 attempt", run.stderr)
+    local st = gf.run({ "--config", cfg, "queue", "status", "--queue", "missing" })
+    assert.matches("1 done, 1 parked", st.stdout, 1, true)
+    assert.matches("parked no-such-owner: not found", st.stdout, 1, true)
+  end)
+
+  it("refuses odd queue names and owners with a clear error, pushing nothing", function()
+    local cfg = config()
+    for _, name in ipairs({ "a b", "../x", "", ("q"):rep(65), "q\ttab", "q:x" }) do
+      local run = gf.run({ "--config", cfg, "queue", "push", "--queue", name, "own-0001" })
+      assert.equals(2, run.code)
+      assert.matches("bad queue name", run.stderr, 1, true)
+      local w = gf.run({ "--config", cfg, "worker", "--queue", name, "-d", gf.tmpdir() })
+      assert.equals(2, w.code)
+    end
+    for _, owner in ipairs({ "a b", "..", "x\1y", ("o"):rep(300), "" }) do
+      local run = gf.run({ "--config", cfg, "queue", "push", "--queue", "odd", "own-0001", owner })
+      assert.equals(2, run.code)
+      assert.matches("nothing was pushed", run.stderr, 1, true)
+    end
+    assert.equals("0", r:cli("EXISTS", "gitfleet:queue:odd:stream"))
+    local none = gf.run({ "--config", cfg, "queue", "push", "--queue", "odd" })
+    assert.equals(2, none.code)
+    assert.matches("no OWNER given", none.stderr, 1, true)
+  end)
+
+  it("writes a GitLab-style owner path as one file inside its folder", function()
+    local cfg = config()
+    local dotted = push(cfg, "paths", { "github:own-0001", "own-0002/../../etc" })
+    assert.equals(2, dotted.code) -- refused where it was typed
+    assert.matches("nothing was pushed", dotted.stderr, 1, true)
+    assert.equals(0, push(cfg, "paths", { "github:own-0001", "own-0002/sub" }).code)
+    local dir = gf.tmpdir()
+    local run = gf.run({ "--config", cfg, "worker", "--queue", "paths", "-d", dir })
+    assert.equals(1, run.code) -- the second owner does not exist
+    local listing = gf.capture("cd " .. gf.quote(dir) .. " && find . -type f | sort")
+    assert.equals("./github/own-0001.ndjson", listing)
+  end)
+
+  it("gives scripts the same queue through fleet.queue", function()
+    local cfg = config()
+    local run = gf.run_script([[
+      local q = fleet.queue("scripted")
+      assert(q:push({ "own-0001", "own-0002", "own-0001" }) == 2)
+      local items = assert(q:take(5))
+      assert(#items == 2, #items)
+      local names = {}
+      for _, it in ipairs(items) do
+        local repos = assert(fleet.fetch_repositories(it.item))
+        names[#names + 1] = it.item .. "=" .. #repos
+      end
+      assert(q:ack(items) == 2)
+      local st = assert(q:status())
+      print(table.concat(names, " "), st.done, st.queued)
+      local ok, err = pcall(fleet.queue, "bad name")
+      print(ok, err:match("bad queue name") ~= nil)
+    ]], cfg)
+    assert.equals(0, run.code, run.stderr)
+    local world = emu:world().owners
+    local function n(o) return world[o].kind == "org" and world[o].repos or world[o].public end
+    assert.equals(("own-0001=%d own-0002=%d\t2\t0\nfalse\ttrue\n"):format(n("own-0001"), n("own-0002")), run.stdout)
+  end)
+
+  it("says fleet.queue needs shared: when there is none", function()
+    local cfg = config({ shared = false })
+    local run = gf.run_script('fleet.queue("x")', cfg)
+    assert.equals(1, run.code)
+    assert.matches("fleet.queue needs a shared: section", run.stderr, 1, true)
+  end)
+end)
