@@ -24,6 +24,7 @@
 #include "log.h"
 #include "pool.h"
 #include "sched.h"
+#include "skew.h"
 #include "transport.h"
 
 enum { MAX_REDIRECTS = 5 };
@@ -696,6 +697,11 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
 
     struct fleet_budget_obs obs;
     parse_budget(p, hb, hl, &obs, now);
+    /* A reset given as an epoch is on the provider's clock: read it on ours. */
+    if (status > 0)
+        fleet_skew_observe(host->skew, p->origin, hb, hl, now);
+    if (obs.has_reset && !p->reset_is_delta)
+        obs.reset += fleet_skew_offset(host->skew, p->origin);
     double retry_after = -1;
     const char *v;
     size_t n;
