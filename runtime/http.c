@@ -705,8 +705,8 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     double retry_after = -1;
     const char *v;
     size_t n;
-    if ((v = fleet_header_find(hb, hl, "retry-after", &n)))
-        fleet_parse_retry_after(v, n, now, &retry_after);
+    if ((v = fleet_header_find(hb, hl, "retry-after", &n))) /* a date in it is on the provider's clock too */
+        fleet_parse_retry_after(v, n, now - fleet_skew_offset(host->skew, p->origin), &retry_after);
     if (status > 0 && !r->no_credentials)
         fleet_pool_observe(host->pool, tok, r->resource, &obs, status >= 200 && status < 300, now);
 
