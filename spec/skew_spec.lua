@@ -64,3 +64,44 @@ for _, offset in ipairs({ -600, 600 }) do
     end)
   end)
 end
+
+-- A Date header that is missing, empty, malformed, huge or implausibly far
+-- off says nothing about the provider's clock: the figures and the reset
+-- are shown as the provider gave them.
+describe("a broken Date header", function()
+  local server_script = debug.getinfo(1, "S").source:sub(2):match("^(.*)/") .. "/support/date_server.py"
+
+  local function serve(date)
+    local dir = gf.tmpdir()
+    local port_file = dir .. "/port"
+    local pid = gf.capture("echo $PPID")
+    os.execute(("timeout 120 python3 %s --date %s --port-file %s --parent-pid %s </dev/null >/dev/null 2>&1 &")
+      :format(gf.quote(server_script), gf.quote(date), gf.quote(port_file), pid))
+    local text
+    for _ = 1, 100 do
+      text = gf.slurp(port_file)
+      if text then break end
+      os.execute("sleep 0.1")
+    end
+    local port, reset = assert(text, "the Date server did not start"):match("^(%d+) (%d+)")
+    return tonumber(port), tonumber(reset)
+  end
+
+  after_each(gf.cleanup)
+
+  for _, date in ipairs({ "none", "", "yesterday", "Fri, 31 Dec 9999 23:59:59 GMT", "Thu, 01 Jan 1970 00:00:00 GMT",
+    ("x"):rep(10000) }) do
+    it(("leaves the reset as given (Date: %q)"):format(date:sub(1, 40)), function()
+      local port, reset = serve(date)
+      local config = gf.config({ providers = { github = { base_url = "http://127.0.0.1:" .. port,
+        tokens = { "date-token" } } } })
+      local r = gf.run({ "--config", config, "--no-cache", "rate-limit", "--format", "json" })
+      assert.are.equal(0, r.code, r.stderr)
+      local row = cjson.decode(r.stdout)[1]
+      assert.are.equal(5000, row.limit)
+      assert.are.equal(4000, row.remaining)
+      assert.are.equal(1000, row.used)
+      assert.are.equal(reset, row.reset)
+    end)
+  end
+end)
