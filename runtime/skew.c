@@ -3,11 +3,16 @@
  * A Date header is the provider's clock when it made the response, cut to
  * the second; we read it after the response travelled. So "our clock at
  * receipt minus Date" is never below the true offset, and is above it by up
- * to a second plus the time in transit. The smallest such difference seen is
- * the closest estimate, and it errs late: a reset moved by it is never
- * earlier than the provider's, so no request goes out on a budget the
- * provider still counts as spent. A stale Date (a cached or replayed
- * response) only makes the difference larger, and is never the smallest. */
+ * to a second plus the time in transit: it errs late, and a reset moved by
+ * it is never earlier than the provider's, so no request goes out on a
+ * budget the provider still counts as spent.
+ *
+ * The first response's difference is kept, not refined with every later
+ * one: the pool tells one window from the next by its reset time, and a
+ * reset that moved by half a second between two responses of one window
+ * would look like another window. Only a difference smaller by more than
+ * SKEW_REVISE (the first response was very slow, or its Date stale) replaces
+ * it. */
 #include "skew.h"
 
 #include <math.h>
@@ -25,10 +30,13 @@
  * skew to correct: it is ignored. */
 #define SKEW_IMPLAUSIBLE 86400.0
 
+/* A later difference this much smaller replaces the one kept. */
+#define SKEW_REVISE 10.0
+
 /* Origins are the configured providers' (a handful), so a short list. */
 struct origin_skew {
     char *origin;
-    double smallest; /* our clock minus the provider's, smallest seen */
+    double difference; /* our clock minus the provider's, as kept */
 };
 
 struct fleet_skew {
@@ -68,8 +76,8 @@ void fleet_skew_observe(struct fleet_skew *skew, const char *origin, const char 
         return;
     struct origin_skew *o = find(skew, origin);
     if (o) {
-        if (difference < o->smallest)
-            o->smallest = difference;
+        if (difference < o->difference - SKEW_REVISE)
+            o->difference = difference;
         return;
     }
     if (skew->n == skew->cap) {
@@ -89,7 +97,7 @@ void fleet_skew_observe(struct fleet_skew *skew, const char *origin, const char 
 double fleet_skew_offset(const struct fleet_skew *skew, const char *origin)
 {
     const struct origin_skew *o = find(skew, origin);
-    if (!o || fabs(o->smallest) < SKEW_NOISE)
+    if (!o || fabs(o->difference) < SKEW_NOISE)
         return 0;
-    return o->smallest;
+    return o->difference;
 }

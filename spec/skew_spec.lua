@@ -11,9 +11,12 @@ local cjson = require("cjson")
 local emulator = require("spec.support.emulator")
 local gf = require("spec.support.gitfleet")
 
-for _, offset in ipairs({ -600, 600 }) do
+-- The third case: a third of the responses take a second longer, so the
+-- Date headers of one window arrive after very different delays.
+for _, case in ipairs({ { -600 }, { 600 }, { -600, { rate = 0.3, kinds = { "slow" }, slow_seconds = 1 } } }) do
+  local offset, faults = case[1], case[2]
   describe("with the provider's clock " .. math.abs(offset) // 60 .. " minutes "
-    .. (offset < 0 and "behind" or "ahead"), function()
+    .. (offset < 0 and "behind" or "ahead") .. (faults and ", slow responses" or ""), function()
     local emu, config
 
     setup(function()
@@ -22,6 +25,7 @@ for _, offset in ipairs({ -600, 600 }) do
         owners = { { name = "bigorg", kind = "org", repos = 450 } },
         tokens = { { provider = "github", token = "skew-token" } },
         limits = { github = { limit = 2, window = 2 } },
+        faults = faults,
       } })
       config = gf.config({
         providers = { github = { base_url = emu.url, tokens = { { label = "skewed", token = "skew-token" } } } },
