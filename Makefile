@@ -83,7 +83,7 @@ $(BUILD)/.deps-ok: tools/deps.sh
 	@touch $@
 
 ifeq ($(SANITIZE),1)
-$(BUILD)/.deps-ok: $(LUA_APICHECK)/liblua.a
+$(BUILD)/.deps-ok $(BIN): $(LUA_APICHECK)/liblua.a
 $(LUA_APICHECK)/liblua.a: tools/lua-apicheck.sh
 	@tools/deps.sh sanitize
 	@tools/lua-apicheck.sh $(LUA_APICHECK)

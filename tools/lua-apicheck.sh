@@ -6,13 +6,15 @@
 # there, aborts the spec that did it instead of corrupting memory.
 #
 # Usage: tools/lua-apicheck.sh DIR
-# Needs dpkg-dev (dpkg-source) and network access to Debian's archive; the
-# machine's apt configuration is not changed: the source index goes into
-# DIR/apt, read from a copy of the machine's Debian sources marked deb-src.
+# Needs dpkg-dev (dpkg-source) and network access to Debian's archive. The
+# machine's apt configuration is not changed: the source index is fetched
+# into DIR/work/apt (removed after), from a copy of the machine's Debian
+# sources marked deb-src.
 set -eu
 
 dir=$1
-[ -f "$dir/liblua.a" ] && [ -f "$dir/include/lua.h" ] && exit 0
+# Built already, by this version of the script.
+[ "$dir/liblua.a" -nt "$0" ] && [ -f "$dir/include/lua.h" ] && exit 0
 
 package=lua5.4
 # The version installed, so the headers the release build uses match; else
