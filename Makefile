@@ -31,6 +31,15 @@ BIN = gitfleet
 OPT = -O2 -g
 endif
 
+# The sanitizer build links a Lua built with its C API checks on, from
+# Debian's source package (tools/lua-apicheck.sh): a push past the stack a C
+# function was given aborts there instead of corrupting memory.
+ifeq ($(SANITIZE),1)
+LUA_APICHECK = build/lua-apicheck
+PKG_CFLAGS := -I$(LUA_APICHECK)/include $(PKG_CFLAGS)
+PKG_LIBS := $(LUA_APICHECK)/liblua.a $(filter-out -llua5.4,$(PKG_LIBS)) -ldl
+endif
+
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS ?=
 override CFLAGS += -std=c11 -D_GNU_SOURCE -DFLEET_VERSION='"$(VERSION)"' $(OPT) $(WARN) $(PKG_CFLAGS) -Iruntime -I$(BUILD)
@@ -72,6 +81,13 @@ $(BUILD)/.deps-ok: tools/deps.sh
 	@mkdir -p $(BUILD)
 	@tools/deps.sh build
 	@touch $@
+
+ifeq ($(SANITIZE),1)
+$(BUILD)/.deps-ok $(BIN): $(LUA_APICHECK)/liblua.a
+$(LUA_APICHECK)/liblua.a: tools/lua-apicheck.sh
+	@tools/deps.sh sanitize
+	@tools/lua-apicheck.sh $(LUA_APICHECK)
+endif
 
 deps:
 	@tools/deps.sh build test

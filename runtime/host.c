@@ -19,6 +19,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "sched.h"
+#include "skew.h"
 
 double fleet_now(void)
 {
@@ -73,6 +74,10 @@ struct fleet_host *fleet_host_new(struct fleet_config *cfg, const char *provider
     }
     if (!(host->sched = fleet_sched_new(host, err, errlen)))
         goto fail;
+    if (!(host->skew = fleet_skew_new())) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     return host;
 fail:
     fleet_host_free(host);
@@ -94,6 +99,7 @@ void fleet_host_free(struct fleet_host *host)
     fleet_http_free(host->http);
     fleet_cache_close(host->cache);
     fleet_shared_free(host->shared);
+    fleet_skew_free(host->skew);
     fleet_pool_free(host->pool);
     fleet_plugins_free(host);
     fleet_config_free(&host->cfg);

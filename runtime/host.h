@@ -57,6 +57,7 @@ struct fleet_host {
     struct fleet_http *http;
     struct fleet_sched *sched;
     struct fleet_cache *cache; /* opened on the first cacheable request */
+    struct fleet_skew *skew;   /* clock offset per origin, from Date headers (skew.h) */
     bool cache_opened;
     struct fleet_stats stats;
 

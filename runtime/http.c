@@ -24,6 +24,7 @@
 #include "log.h"
 #include "pool.h"
 #include "sched.h"
+#include "skew.h"
 #include "transport.h"
 #include "urlpath.h"
 
@@ -706,11 +707,16 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
 
     struct fleet_budget_obs obs;
     parse_budget(p, hb, hl, &obs, now);
+    /* A reset given as an epoch is on the provider's clock: read it on ours. */
+    if (status > 0)
+        fleet_skew_observe(host->skew, p->origin, hb, hl, now);
+    if (obs.has_reset && !p->reset_is_delta)
+        obs.reset += fleet_skew_offset(host->skew, p->origin);
     double retry_after = -1;
     const char *v;
     size_t n;
-    if ((v = fleet_header_find(hb, hl, "retry-after", &n)))
-        fleet_parse_retry_after(v, n, now, &retry_after);
+    if ((v = fleet_header_find(hb, hl, "retry-after", &n))) /* a date in it is on the provider's clock too */
+        fleet_parse_retry_after(v, n, now - fleet_skew_offset(host->skew, p->origin), &retry_after);
     if (status > 0 && !r->no_credentials)
         fleet_pool_observe(host->pool, tok, r->resource, &obs, status >= 200 && status < 300, now);
 

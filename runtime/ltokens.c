@@ -7,6 +7,7 @@
 #include "host.h"
 #include "lfleet.h"
 #include "pool.h"
+#include "skew.h"
 
 static struct fleet_provider *check_provider(lua_State *L, int arg)
 {
@@ -167,7 +168,7 @@ static int l_observe_budget(lua_State *L)
     if (lua_getfield(L, 3, "used") == LUA_TNUMBER)
         obs.has_used = true, obs.used = (long)lua_tointeger(L, -1);
     if (lua_getfield(L, 3, "reset") == LUA_TNUMBER)
-        obs.has_reset = true, obs.reset = lua_tonumber(L, -1);
+        obs.has_reset = true, obs.reset = lua_tonumber(L, -1) + fleet_skew_offset(host->skew, p->origin);
     lua_pop(L, 4);
     fleet_pool_observe(host->pool, t, resource, &obs, false, fleet_now());
     return 0;

@@ -205,21 +205,19 @@ void fleet_sched_wake(struct fleet_sched *s, struct fleet_task *t)
 
 struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int nargs, bool is_main)
 {
+    /* A new coroutine has room for LUA_MINSTACK values: the function and
+     * its arguments (a script's, or fleet.spawn's — any number) need their
+     * own room there; here the thread takes a slot, and luaL_ref another. */
+    luaL_checkstack(L, 2, "cannot start a task");
+    lua_State *co = lua_newthread(L); /* [fn, args..., co] */
+    if (!lua_checkstack(co, nargs + 1))
+        luaL_error(L, "too many arguments for a task (%d; Lua allows fewer than %d)", nargs, LUAI_MAXSTACK);
     struct fleet_task *t = calloc(1, sizeof *t);
     if (!t) {
         luaL_error(L, "out of memory");
         return NULL;
     }
-    lua_State *co = lua_newthread(L); /* [fn, args..., co] */
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    /* A new thread has room for a few dozen values: more arguments (a
-     * command line of many owners) need a larger stack first. */
-    if (!lua_checkstack(co, nargs + 1 + LUA_MINSTACK)) {
-        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
-        free(t);
-        luaL_error(L, "too many arguments for a task (%d)", nargs);
-        return NULL;
-    }
     *(struct fleet_task **)lua_getextraspace(co) = t;
     lua_xmove(L, co, nargs + 1);
     t->sched = s;
@@ -320,7 +318,8 @@ int fleet_sched_push_results(lua_State *L, struct fleet_task *t)
     }
     lua_Integer n = (lua_getfield(L, -1, "n"), lua_tointeger(L, -1));
     lua_pop(L, 1);
-    luaL_checkstack(L, (int)n, "too many results");
+    /* n results, and one more for result()'s leading true */
+    luaL_checkstack(L, (int)n + 1, "too many results from a task");
     for (lua_Integer i = 1; i <= n; i++)
         lua_rawgeti(L, -(int)i, i);
     lua_remove(L, -(int)n - 1);
@@ -341,6 +340,8 @@ static int finish_task_protected(lua_State *L)
     struct fleet_task *t = a->t;
     lua_State *co = t->co;
     if (a->status == LUA_OK) {
+        /* A task may return any number of values: they need room here. */
+        luaL_checkstack(L, a->nres + 1, "too many results from a task");
         lua_createtable(L, a->nres, 1);
         lua_xmove(co, L, a->nres); /* [tbl, r1..rn] */
         for (int i = a->nres; i >= 1; i--)

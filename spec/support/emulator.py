@@ -91,7 +91,7 @@ DEFAULT_OWNERS = [
     {"name": "umbrella", "kind": "org", "repos": 3},
 ]
 SCENARIO_KEYS = {"seed", "owners", "generate", "tokens", "limits", "secondary", "faults", "redirects",
-                 "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb"}
+                 "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb", "clock_offset", "topics_per_repo"}
 LIVE_KEYS = {"faults", "secondary", "limits", "redirects", "gzip", "oversize_bytes", "slowbody_bytes"}
 
 # The world's clock: every generated date lies before this instant, so the
@@ -405,7 +405,29 @@ def normalize_scenario(raw) -> dict:
     patch = {k: raw[k] for k in LIVE_KEYS if k in raw}
     sc["live"] = merge_live(live, patch)
     sc["cache_mb"] = _number(raw.get("cache_mb", 256), "cache_mb", 1, integer=True)
+    # Seconds the emulator's clock runs ahead of (negative: behind) this
+    # machine's: its Date headers and rate-limit resets are on that clock.
+    sc["clock_offset"] = _number(raw.get("clock_offset", 0), "clock_offset", -86400, 86400)
+    # Every repository gets this many topics (a page far larger than usual).
+    sc["topics_per_repo"] = _number(raw.get("topics_per_repo", 0), "topics_per_repo", 0, 100_000, integer=True)
     return sc
+
+
+def apply_clock_offset(seconds: float):
+    """Moves the emulator's whole clock: every time.time() it reads (Dates,
+    rate-limit windows and resets) is the machine's plus `seconds`."""
+    if seconds:
+        machine_time = time.time
+        time.time = lambda: machine_time() + seconds
+
+
+def apply_topics_per_repo(world, count: int):
+    """Gives every repository the same `count` generated topics (one list)."""
+    if count:
+        topics = [f"topic-{i:05d}" for i in range(count)]
+        for ns in world.all_namespaces():
+            for repo in ns.repos:
+                repo.topics = topics
 
 
 # ---------------------------------------------------------------------------
@@ -2953,7 +2975,10 @@ def main(argv=None):
                 raw = json.load(f)
         if args.scenario_json:
             raw = {**raw, **json.loads(args.scenario_json)}
-        app = Emulator(normalize_scenario(raw))
+        sc = normalize_scenario(raw)
+        apply_clock_offset(sc["clock_offset"])
+        app = Emulator(sc)
+        apply_topics_per_repo(app.world, sc["topics_per_repo"])
     except (OSError, ValueError, ScenarioError) as exc:
         sys.stderr.write(f"emulator: bad scenario: {exc}\n")
         return 2
