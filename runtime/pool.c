@@ -433,8 +433,13 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
     }
     if (now + wait > t->paused_until)
         t->paused_until = now + wait;
-    /* The limit was hit with sent_inflight requests in flight: stay below. */
+    /* The limit was hit with sent_inflight requests in flight: stay below,
+     * and at what the provider was seen to hold at once. A window that
+     * doubled may be twice that, and stopping anywhere above it risks
+     * another refusal (and pause) to find the limit the slow way. */
     int ceiling = sent_inflight > 1 ? sent_inflight - 1 : 1;
+    if (t->proven >= 1 && t->proven < ceiling)
+        ceiling = t->proven;
     if (ceiling < t->cap)
         t->cap = ceiling;
     /* The window stays at the cut: growing again would only find the
@@ -460,8 +465,14 @@ void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent
      * successes instead took a round trip per slot: at 150 ms a round trip
      * and a cap of 8, a second of a third-used token. A secondary limit
      * sets the window at the cut, and nothing here raises the cap. */
-    if (sent_inflight > t->proven)
-        t->proven = sent_inflight;
+    /* What a success shows the provider held at once: this request and
+     * those sent before it that are still unanswered (at most the others
+     * in flight now). sent_inflight alone overstates it when responses
+     * come back fast: requests sent together may have been served one
+     * after another, and doubling on that overshoots a concurrency limit. */
+    int held = 1 + (t->inflight < sent_inflight - 1 ? t->inflight : sent_inflight - 1);
+    if (held > t->proven)
+        t->proven = held;
     int want = t->proven < t->cap / 2 ? 2 * t->proven : t->cap;
     if (want > t->cwnd)
         t->cwnd = want;
