@@ -35,14 +35,7 @@ local function fetch(cfg, owners)
   return r, names
 end
 
-local function assert_each_once(names, expected)
-  local seen = {}
-  for _, n in ipairs(names) do
-    assert.is_nil(seen[n], "record written twice: " .. n)
-    seen[n] = true
-  end
-  assert.are.equal(expected, #names)
-end
+local assert_each_once = gf.assert_each_once
 
 -- n transfers at once from one curl process; returns their status codes.
 local function curl_parallel(n, url)
@@ -131,23 +124,20 @@ describe("a far provider (emulator latency)", function()
   it("a provider's concurrency limit costs each token at most one refusal after the first", function()
     -- The provider takes 3 at once per token where 8 are configured: a
     -- token's window doubles (1, 2, 4), the fourth request is refused, and
-    -- the window is cut to 3 and stays there.
+    -- the window is cut to 3 and stays there. The round trip is long next
+    -- to the client's own time (as it is for a far provider, and even for a
+    -- sanitizer build on a busy machine), so what the client counts in
+    -- flight is what the provider holds.
     local toks = tokens(3)
     local emu = emulator.start({ scenario = {
       owners = { { name = "far", kind = "org", repos = 6000 } }, tokens = toks,
-      limits = { github = cjson.null }, latency = LATENCY,
+      limits = { github = cjson.null }, latency = 0.5,
       secondary = { max_concurrency = 3, retry_after = 1 },
     } })
     local r, names = fetch(config_for(emu, toks, 8), { "far" })
     assert.are.equal(0, r.code, r.stderr)
     assert_each_once(names, 6000)
-    local s = emu:stats()
-    for i = 0, 2 do
-      local t = s.tokens[tostring(i)]
-      assert.is_true(t.secondary_limited <= 2,
-        ("token %d got %d secondary-limit responses"):format(i, t.secondary_limited))
-      assert.is_true(t.max_in_flight <= 3)
-    end
+    local s = emu:assert_secondary_bounds(3, 2, 3)
     assert.is_true(s.secondary_limited >= 1, "the limit was never met: the spec tests nothing")
   end)
 end)
