@@ -434,8 +434,8 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
     if (now + wait > t->paused_until)
         t->paused_until = now + wait;
     /* The limit was hit with sent_inflight requests in flight: stay below,
-     * and at what the provider was seen to hold at once. A window that
-     * doubled may be twice that, and stopping anywhere above it risks
+     * and at what the provider was seen to hold at once. The window may
+     * have run two above that, and stopping anywhere above it risks
      * another refusal (and pause) to find the limit the slow way. */
     int ceiling = sent_inflight > 1 ? sent_inflight - 1 : 1;
     if (t->proven >= 1 && t->proven < ceiling)
@@ -458,22 +458,26 @@ void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent
 {
     (void)pool;
     (void)now;
-    /* Slow start: the window is twice the most requests the provider took
-     * at once from this token, so while work keeps it full it doubles each
-     * round trip (1, 2, 4, 8 ...) up to the cap, and it is never more than
-     * one doubling ahead of what was tried. Adding one slot per window of
-     * successes instead took a round trip per slot: at 150 ms a round trip
-     * and a cap of 8, a second of a third-used token. A secondary limit
-     * sets the window at the cut, and nothing here raises the cap. */
+    /* Slow start: the window is at most two more than the most requests
+     * the provider took at once from this token, so while work keeps it
+     * full it grows each round trip — 1, 2, 4, 6, 8 ... up to the cap —
+     * where one slot per window of successes took a round trip per slot.
+     * Never more than two ahead of what was tried: a concurrency limit
+     * below the cap is found with at most two refusals (the requests above
+     * it in that round trip), where doubling found it with up to half the
+     * window. A secondary limit sets the window at the cut, and nothing
+     * here raises the cap. */
     /* What a success shows the provider held at once: this request and
      * those sent before it that are still unanswered (at most the others
      * in flight now). sent_inflight alone overstates it when responses
      * come back fast: requests sent together may have been served one
-     * after another, and doubling on that overshoots a concurrency limit. */
+     * after another, and growing on that overshoots a concurrency limit. */
     int held = 1 + (t->inflight < sent_inflight - 1 ? t->inflight : sent_inflight - 1);
     if (held > t->proven)
         t->proven = held;
-    int want = t->proven < t->cap / 2 ? 2 * t->proven : t->cap;
+    int want = t->proven + (t->proven < 2 ? t->proven : 2);
+    if (want > t->cap)
+        want = t->cap;
     if (want > t->cwnd)
         t->cwnd = want;
 }

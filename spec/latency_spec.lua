@@ -123,7 +123,7 @@ describe("a far provider (emulator latency)", function()
 
   it("a provider's concurrency limit costs each token at most one refusal after the first", function()
     -- The provider takes 3 at once per token where 8 are configured: a
-    -- token's window doubles (1, 2, 4), the fourth request is refused, and
+    -- token's window grows (1, 2, 4), the fourth request is refused, and
     -- the window is cut to 3 and stays there. The round trip is long next
     -- to the client's own time (as it is for a far provider, and even for a
     -- sanitizer build on a busy machine), so what the client counts in
