@@ -9,7 +9,10 @@ Workloads, each on its own emulator (spec/support/emulator.py on 127.0.0.1):
   (b) the same with 10% injected faults (5xx, dropped connections, truncated bodies);
   (c) 3 tokens of 20 requests per 3 s over 4 organisations of 3,000 repositories
       (120 pages of 100), against the minimum those limits allow;
-  (d) (a) again with gitfleet's conditional-request cache warm (on (a)'s emulator).
+  (d) (a) again with gitfleet's conditional-request cache warm (on (a)'s emulator);
+  (latency) (a) with every response held 150 ms, as from a far provider, against the
+      ceiling the allowed concurrency sets (requests × latency ÷ requests in flight
+      allowed), and gitfleet again with a secondary limit of a few requests per token.
 
 In every round the clients run one after another (gitfleet, octokit, PyGithub,
 gitfleet, ...), each under GNU time, with the emulator reset before each run;
@@ -19,9 +22,10 @@ FAILED and not timed. The floors — the same pages fetched by libcurl with no
 parsing, and the same bytes decoded by lua-cjson with no I/O — show the headroom.
 
   (s) scale-out: `gitfleet worker` processes sharing tokens and a queue through
-      Redis (bench/scaleout.py; BENCH_ONLY=scaleout runs it alone).
+      Redis (bench/scaleout.py; BENCH_WORKLOADS=s runs it alone).
 
-Environment: BENCH_ROUNDS (3), BENCH_WORKLOADS (a,b,c,d,s), BENCH_KEEP=1 keeps
+Environment: BENCH_ROUNDS (3), BENCH_WORKLOADS (a,b,c,d,latency,s: the workloads to run,
+e.g. BENCH_WORKLOADS=latency for that one alone), BENCH_KEEP=1 keeps
 the scratch directory, BENCH_PYGITHUB_PYTHON (an interpreter with PyGithub),
 BENCH_QUIET_WAIT (15: seconds to wait before a run for the machine to go quiet).
 Results: stdout and bench/results/latest.md (raw numbers: latest.json).
@@ -65,6 +69,8 @@ RUN_TIMEOUT = 900             # seconds per client run
 FAULTS = {"rate": 0.10, "kinds": ["5xx", "drop", "truncate"], "seed": 11}
 QUOTA = {"limit": 20, "window": 3}
 TIME_FMT = "%e %U %S %M"
+LATENCY = 0.15                # seconds the emulator holds each response in (latency)
+LATENCY_SECONDARY = {"max_concurrency": 5, "retry_after": 1}  # a provider that takes 5 at once per token
 
 SCENARIO_A = {"seed": 1, "generate": {"count": 200, "total_repos": 40000, "large": 6}, "cache_mb": 4096}
 SCENARIO_C = {"seed": 1, "cache_mb": 1024,
@@ -72,7 +78,8 @@ SCENARIO_C = {"seed": 1, "cache_mb": 1024,
 
 CLIENTS = ("gitfleet", "octokit", "pygithub")
 TITLES = {"gitfleet": "gitfleet", "octokit": "octokit", "pygithub": "PyGithub",
-          "floor": "transfer floor (libcurl, no parsing)", "gitfleet-unlimited": "gitfleet, no limits"}
+          "floor": "transfer floor (libcurl, no parsing)", "gitfleet-unlimited": "gitfleet, no limits",
+          "gitfleet-secondary": "gitfleet, secondary limit"}
 
 
 def log(msg: str) -> None:
@@ -297,7 +304,7 @@ class Bench:
         return time.time() - started
 
     def command(self, client: str, emu: Emulator, owners: Path, out: Path, cache: Path | None, extra=None):
-        if client in ("gitfleet", "gitfleet-unlimited"):
+        if client in ("gitfleet", "gitfleet-unlimited", "gitfleet-secondary"):
             cfg = self.gitfleet_config(emu, cache)
             env = {"GITFLEET_PROVIDERS": str(self.providers)}
             return [self.gitfleet, "--config", str(cfg), "fetch", "--no-progress", "--format", "ndjson",
@@ -351,6 +358,10 @@ class Bench:
         if res["wall"]:
             res["foreign_cpu_share"] = max(0.0, busy - emu_cpu - res["cpu"]) / res["wall"]
         res["per_token"] = [t["requests"] for _, t in sorted(stats["tokens"].items(), key=lambda kv: int(kv[0]))]
+        res["secondary_per_token"] = [t["secondary_limited"] for _, t in sorted(stats["tokens"].items(),
+                                                                                key=lambda kv: int(kv[0]))]
+        res["max_in_flight_per_token"] = [t["max_in_flight"] for _, t in sorted(stats["tokens"].items(),
+                                                                                  key=lambda kv: int(kv[0]))]
         stderr = errf.read_text(errors="replace")
         res["peer_stats"] = next((json.loads(l) for l in reversed(stderr.splitlines()) if l.startswith('{"peer"')), None)
         res["stderr_tail"] = stderr.strip().splitlines()[-3:]
@@ -506,6 +517,33 @@ class Bench:
                     cache = self.fresh_cache(f"c-{r}") if client == "gitfleet" else None
                     self.run("c", client, emu, owners, expected, cache=cache, align=True)
                     drop(cache)
+        finally:
+            emu.stop()
+
+    def workload_latency(self):
+        """(a)'s job with every response held LATENCY s: how much of the allowed concurrency each
+        client uses. Then gitfleet alone against a provider whose secondary limit is below
+        per_token_concurrency: the refusals it takes per token while finding that limit."""
+        emu = Emulator("latency", dict(SCENARIO_A, limits={"github": None}), self.work)
+        try:
+            world = emu.world()
+            expected, owners = expected_count(world), self.owners_file(emu, world)
+            log(f"(latency) {expected} repositories, {LATENCY * 1000:.0f} ms a response; warming the emulator")
+            self.warm_emulator(emu, world, page_urls(world, emu.base))  # without latency: it only renders
+            emu.configure({"latency": LATENCY})
+            allowed = self.floor_concurrency(self.gitfleet_config(emu, self.work / "unused.sqlite"))
+            self.meta["latency"] = {"expected": expected, "owners": len(world["owners"]), "allowed": allowed}
+            for r in range(self.rounds):
+                for client in CLIENTS:
+                    cache = self.fresh_cache(f"latency-{r}") if client == "gitfleet" else None
+                    self.run("latency", client, emu, owners, expected, cache=cache)
+                    drop(cache)
+                emu.configure({"secondary": LATENCY_SECONDARY})
+                cache = self.fresh_cache(f"latency-secondary-{r}")
+                self.run("latency", "gitfleet-secondary", emu, owners, expected, cache=cache)
+                drop(cache)
+                emu.call("/_emulator/reset", {"config": True})  # the scenario's secondary limit, no latency
+                emu.configure({"latency": LATENCY})
         finally:
             emu.stop()
 
@@ -681,6 +719,41 @@ def section_c(bench: "Bench") -> list[str]:
     return out
 
 
+def section_latency(bench: "Bench") -> list[str]:
+    m = bench.meta["latency"]
+    allowed = m["allowed"]
+
+    def vs_ceiling(c, s):
+        r = s["typical"]
+        if not (s["wall"] and r and not s["failed"]):
+            return []
+        ceiling = r["requests"] * LATENCY / allowed
+        return [f"{s['wall'] / ceiling:.2f}× its ceiling ({ceiling:.2f} s = {r['requests']} requests × "
+                f"{LATENCY} s ÷ {allowed}); {r['requests'] * LATENCY / r['wall']:.1f} requests in flight on average"]
+
+    out = [f"## (latency) (a)'s {m['owners']} owners ({m['expected']:,} repositories) with every response held "
+           f"{LATENCY * 1000:.0f} ms", "",
+           f"A far provider: the emulator holds each response {LATENCY} s (`latency`), serving the others "
+           f"meanwhile. The ceiling is what the allowed concurrency permits: a client's requests × {LATENCY} s ÷ "
+           f"{allowed} in flight (min(http.max_connections, per_token_concurrency × 3 tokens), gitfleet's "
+           "configuration; the peers set no such limit).", ""]
+    out += table("latency", bench, extra_note=vs_ceiling)
+    sec = [r for r in bench.results.get("latency", []) if r["client"] == "gitfleet-secondary"]
+    ss = summarize(sec)
+    if ss["n"]:
+        refusals = [max(r["secondary_per_token"]) for r in sec if r["ok"]]
+        typical = ss["typical"]
+        out += ["", f"gitfleet against the same provider with a secondary limit of "
+                f"{LATENCY_SECONDARY['max_concurrency']} requests in flight per token (Retry-After "
+                f"{LATENCY_SECONDARY['retry_after']} s) where 8 are configured: "
+                + (f"**FAILED** in {len(ss['failed'])} of {ss['n']} runs; " if ss["failed"] else "")
+                + f"median wall {fmt(ss['wall'])} s; secondary-limit refusals per token "
+                f"{'/'.join(map(str, typical['secondary_per_token']))} in the median run, at most "
+                f"{max(refusals, default=0)} on any token in any run; most in flight per token "
+                f"{'/'.join(map(str, typical['max_in_flight_per_token']))}."]
+    return out
+
+
 def noise_line(bench: "Bench") -> str:
     """How much CPU other processes took during the timed runs (from /proc/stat, less the
     client's and the emulator's own): the bench is only as good as the machine is quiet."""
@@ -796,6 +869,8 @@ def render(bench: "Bench", want: set, elapsed: float, command: str) -> str:
                 ""] + table("b", bench) + [""]
     if "c" in want and bench.results.get("c"):
         out += section_c(bench) + [""]
+    if "latency" in want and bench.results.get("latency"):
+        out += section_latency(bench) + [""]
     if "d" in want and bench.results.get("d"):
         out += ["## (d) (a) again, gitfleet's cache warm",
                 "",
@@ -817,7 +892,12 @@ def main(argv) -> int:
         return 2
     if os.environ.get("BENCH_ONLY") == "scaleout":
         return scaleout.main(gitfleet)  # the scale-out row alone (bench/scaleout.py)
-    want = {w.strip() for w in os.environ.get("BENCH_WORKLOADS", "a,b,c,d,s").split(",") if w.strip()}
+    want = {w.strip() for w in os.environ.get("BENCH_WORKLOADS", "a,b,c,d,latency,s").split(",") if w.strip()}
+    unknown = want - {"a", "b", "c", "d", "latency", "s"}
+    if unknown:
+        print(f"bench: unknown workload(s) in BENCH_WORKLOADS: {', '.join(sorted(unknown))} "
+              "(use a, b, c, d, latency, s)", file=sys.stderr)
+        return 2
     command = " ".join(
         [f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_WORKLOADS") if k in os.environ]
         + ["bench/run.sh", gitfleet])
@@ -834,6 +914,8 @@ def main(argv) -> int:
             bench.workload_b()
         if "c" in want:
             bench.workload_c()
+        if "latency" in want:
+            bench.workload_latency()
     finally:
         if os.environ.get("BENCH_KEEP"):
             log(f"kept {work}")

@@ -105,7 +105,7 @@ struct fleet_pool *fleet_pool_new(struct fleet_host *host, char *err, size_t err
             t->id = pool->ntokens++;
             t->provider = p;
             t->cap = host->cfg.http.per_token_concurrency;
-            t->cwnd = t->cap < 2 ? t->cap : 2;
+            t->cwnd = 1; /* until the first response says the token works */
             if (!ntok) {
                 t->label = xstrdup("anonymous");
                 continue;
@@ -440,10 +440,16 @@ void fleet_pool_spent(struct fleet_pool *pool, struct fleet_token *t, const char
 double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double wait, int sent_inflight, double now)
 {
     const struct fleet_retry_conf *rc = &pool->host->cfg.retry;
-    if (now - t->last_strike > rc->secondary_wait + (t->paused_until > 0 ? t->paused_until - t->last_strike : 0))
-        t->strikes = 0; /* a quiet period forgives earlier strikes */
-    t->strikes++;
-    t->last_strike = now;
+    /* Nothing is sent on a paused token, so a refusal that arrives during
+     * the pause answers a request sent before it: the same push back as
+     * the one that started the pause, not a new strike. */
+    bool same_push_back = t->paused_until > now;
+    if (!same_push_back) {
+        if (now - t->last_strike > rc->secondary_wait + (t->paused_until > 0 ? t->paused_until - t->last_strike : 0))
+            t->strikes = 0; /* a quiet period forgives earlier strikes */
+        t->strikes++;
+        t->last_strike = now;
+    }
     if (wait < 0) {
         wait = rc->secondary_wait * pow(2, t->strikes - 1);
         if (wait > rc->max_wait)
@@ -451,13 +457,18 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
     }
     if (now + wait > t->paused_until)
         t->paused_until = now + wait;
-    /* The limit was hit with sent_inflight requests in flight: stay below. */
+    /* The limit was hit with sent_inflight requests in flight: stay below,
+     * and at what the provider was seen to hold at once. The window may
+     * have run two above that, and stopping anywhere above it risks
+     * another refusal (and pause) to find the limit the slow way. */
     int ceiling = sent_inflight > 1 ? sent_inflight - 1 : 1;
+    if (t->proven >= 1 && t->proven < ceiling)
+        ceiling = t->proven;
     if (ceiling < t->cap)
         t->cap = ceiling;
-    if (t->cwnd > t->cap)
-        t->cwnd = t->cap;
-    t->acked = 0;
+    /* The window stays at the cut: growing again would only find the
+     * same limit with another refusal. */
+    t->cwnd = t->cap;
     if (pool->host->shared)
         fleet_shared_token_changed(pool->host->shared, t);
     return wait;
@@ -474,17 +485,28 @@ void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent
 {
     (void)pool;
     (void)now;
-    /* Additive increase: one more concurrent request per window of
-     * successes, up to the cap — counting only requests sent with the
-     * window full, the ones that showed the provider takes that many at
-     * once. So the window never runs ahead of what was tried, and a
-     * provider's concurrency limit is found with one refusal, not a burst. */
-    if (t->cwnd >= t->cap || sent_inflight < t->cwnd)
-        return;
-    if (++t->acked >= t->cwnd) {
-        t->cwnd++;
-        t->acked = 0;
-    }
+    /* Slow start: the window is at most two more than the most requests
+     * the provider took at once from this token, so while work keeps it
+     * full it grows each round trip — 1, 2, 4, 6, 8 ... up to the cap —
+     * where one slot per window of successes took a round trip per slot.
+     * Never more than two ahead of what was tried: a concurrency limit
+     * below the cap is found with at most two refusals (the requests above
+     * it in that round trip), where doubling found it with up to half the
+     * window. A secondary limit sets the window at the cut, and nothing
+     * here raises the cap. */
+    /* What a success shows the provider held at once: this request and
+     * those sent before it that are still unanswered (at most the others
+     * in flight now). sent_inflight alone overstates it when responses
+     * come back fast: requests sent together may have been served one
+     * after another, and growing on that overshoots a concurrency limit. */
+    int held = 1 + (t->inflight < sent_inflight - 1 ? t->inflight : sent_inflight - 1);
+    if (held > t->proven)
+        t->proven = held;
+    int want = t->proven + (t->proven < 2 ? t->proven : 2);
+    if (want > t->cap)
+        want = t->cap;
+    if (want > t->cwnd)
+        t->cwnd = want;
 }
 
 void fleet_pool_set_account(struct fleet_pool *pool, struct fleet_token *t, const char *account)

@@ -51,9 +51,9 @@ struct fleet_token {
     double last_strike;
     int strikes;
     int inflight;
-    int cwnd;  /* concurrency allowed now; grows with successes */
-    int cap;   /* ceiling: per_token_concurrency, lowered by secondary limits */
-    int acked; /* successes since cwnd last grew */
+    int cwnd;   /* concurrency allowed now: 1 until the first response, then up to `proven` + 2 */
+    int cap;    /* ceiling: per_token_concurrency, lowered by secondary limits */
+    int proven; /* most requests in flight at once (as sent) that all succeeded */
     char cache_id[65]; /* the credential's identity in the cache; "" until computed */
     struct fleet_token_budget {
         char *resource;
@@ -113,7 +113,7 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
 void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t);
 
 /* A request on t, sent with sent_inflight requests in flight on it
- * (itself included), succeeded: its concurrency may grow. */
+ * (itself included), succeeded: its window may grow, up to the cap. */
 void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, double now);
 
 /* Records the account a token belongs to; tokens of one account then share

@@ -44,14 +44,7 @@ local function lines(text)
   return out
 end
 
-local function assert_each_once(list, expected_total)
-  local seen = {}
-  for _, name in ipairs(list) do
-    assert.is_nil(seen[name], "record returned twice: " .. name)
-    seen[name] = true
-  end
-  assert.are.equal(expected_total, #list)
-end
+local assert_each_once = gf.assert_each_once
 
 describe("engine", function()
   after_each(function()
@@ -151,13 +144,7 @@ describe("engine", function()
     assert.are.equal(0, r.code, r.stderr)
     local count, nevents = r.stdout:match("^(%d+)\t(%d+)")
     assert.are.equal("4000", count)
-    local s = emu:stats()
-    for i = 0, 1 do
-      local t = s.tokens[tostring(i)]
-      assert.is_true(t.secondary_limited <= 2,
-        ("token %d got %d secondary-limit responses"):format(i, t.secondary_limited))
-      assert.is_true(t.max_in_flight <= 3)
-    end
+    local s = emu:assert_secondary_bounds(2, 2, 3)
     assert.are.equal(tonumber(nevents), s.secondary_limited)
   end)
 

@@ -187,6 +187,21 @@ end
 --- Counters: requests, by_status, by_path_kind, faults, tokens (by scenario index), budgets, ...
 function Emulator:stats() return control(self, "GET", "/_emulator/stats") end
 
+--- Checks that each of the first n tokens got at most max_refusals
+--- secondary-limit refusals and never had more than max_in_flight requests
+--- in flight at once; returns the stats.
+function Emulator:assert_secondary_bounds(n, max_refusals, max_in_flight)
+  local s = self:stats()
+  for i = 0, n - 1 do
+    local t = s.tokens[tostring(i)]
+    assert(t.secondary_limited <= max_refusals,
+      ("token %d got %d secondary-limit responses"):format(i, t.secondary_limited))
+    assert(t.max_in_flight <= max_in_flight,
+      ("token %d had %d requests in flight, %d allowed"):format(i, t.max_in_flight, max_in_flight))
+  end
+  return s
+end
+
 --- Owners with kind and repository counts, and totals.
 function Emulator:world() return control(self, "GET", "/_emulator/world") end
 

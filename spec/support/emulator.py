@@ -91,8 +91,10 @@ DEFAULT_OWNERS = [
     {"name": "umbrella", "kind": "org", "repos": 3},
 ]
 SCENARIO_KEYS = {"seed", "owners", "generate", "tokens", "limits", "secondary", "faults", "redirects",
-                 "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb", "clock_offset", "topics_per_repo"}
-LIVE_KEYS = {"faults", "secondary", "limits", "redirects", "gzip", "oversize_bytes", "slowbody_bytes"}
+                 "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb", "clock_offset", "topics_per_repo",
+                 "latency"}
+LIVE_KEYS = {"faults", "secondary", "limits", "redirects", "gzip", "oversize_bytes", "slowbody_bytes", "latency"}
+MAX_LATENCY = 60  # seconds: more is a mistake, not a network
 
 # The world's clock: every generated date lies before this instant, so the
 # world is the same whenever it is built.
@@ -331,7 +333,17 @@ def merge_live(live: dict, patch: dict) -> dict:
     for key in ("oversize_bytes", "slowbody_bytes"):
         if key in patch:
             out[key] = _number(patch[key], key, 4, integer=True)
+    if "latency" in patch:
+        out["latency"] = normalize_latency(patch["latency"])
     return out
+
+
+def normalize_latency(value):
+    """Seconds added to every API response; null or 0 turns it off."""
+    if value is None:
+        return 0
+    value = _number(value, "latency", 0, MAX_LATENCY)
+    return value
 
 
 def normalize_owner(spec, what, top=True):
@@ -401,6 +413,7 @@ def normalize_scenario(raw) -> dict:
         "gzip": True,
         "oversize_bytes": 64 << 20,
         "slowbody_bytes": 10 << 20,
+        "latency": 0,
     }
     patch = {k: raw[k] for k in LIVE_KEYS if k in raw}
     sc["live"] = merge_live(live, patch)
@@ -1590,6 +1603,13 @@ class DropConnection(Exception):
     """Close the socket without (further) response."""
 
 
+def add_latency(live):
+    """The network's round trip: each handler thread sleeps on its own, so
+    requests on other connections are served meanwhile, not one after another."""
+    if live["latency"] > 0:
+        time.sleep(live["latency"])
+
+
 class Emulator:
     def __init__(self, scenario: dict):
         self.scenario = scenario
@@ -1787,14 +1807,18 @@ class Emulator:
 
         h.release_in_flight = release
         try:
-            if fault == "drop":
-                raise DropConnection()
-            if fault == "5xx":
+            if fault in ("drop", "5xx"):
+                add_latency(live)
+                if fault == "drop":
+                    raise DropConnection()
                 return self._send_5xx(h, faults, fault_status)
 
             cred = self.authenticate(provider, headers)
             secondary = live["secondary"] if provider in ("github", "gitlab") else None
             tstats, refused = self._enter_token(cred, secondary)
+            # After the token is counted in flight: a request waiting out the
+            # latency is in flight for the secondary limit, as on a far server.
+            add_latency(live)
             if refused:
                 return self._send_secondary(req, cred, secondary, fault)
             if fault == "slow":

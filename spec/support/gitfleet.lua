@@ -184,4 +184,14 @@ function M.ndjson(text)
   return list
 end
 
+-- Asserts that a list of names holds expected_total names, none twice.
+function M.assert_each_once(list, expected_total)
+  local seen = {}
+  for _, name in ipairs(list) do
+    assert(seen[name] == nil, "record returned twice: " .. tostring(name))
+    seen[name] = true
+  end
+  assert(#list == expected_total, ("%d records, %d expected"):format(#list, expected_total))
+end
+
 return M

@@ -119,9 +119,11 @@ end
 -- head of the order writes as its pages arrive; later owners' pages wait,
 -- encoded (about 70 KB a page of 100), and an owner that finds more than
 -- BUFFER_LIMIT waiting pauses until its turn, so memory stays bounded. On
--- 200 owners / 38,000 repositories, 2 MiB was as fast as 16 MiB with half
--- the peak memory (bench/, and the figures in the closing notes).
-local BUFFER_LIMIT = 2 * 1024 * 1024
+-- 200 owners / 38,000 repositories, 2 MiB was as fast as 16 MiB on
+-- loopback with half the peak memory; with long round trips the head owner
+-- is slow, and 2 MiB held the later owners back while their requests could
+-- have been in flight (bench/'s latency workload).
+local BUFFER_LIMIT = 16 * 1024 * 1024
 local order = { head = 1, buffered = 0, chunks = {}, done = {} }
 local turn = core.condition()
 local write_error

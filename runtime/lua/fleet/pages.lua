@@ -56,9 +56,30 @@ local function decode(api, resp)
 end
 Pages.decode = decode
 
+-- Pages fetched ahead by default: as many as the provider's tokens may
+-- have in flight at once, so that one large owner can use all of it when
+-- round trips are long (4 ahead left most of it idle at 150 ms a round
+-- trip), and no more than MAX_WINDOW, which bounds the decoded pages a
+-- slow reader can have waiting.
+local MAX_WINDOW = 32
+local window_of = {}
+local function default_window(api)
+  local w = window_of[api.name]
+  if w then return w end
+  local http = core.config().http
+  local tokens = 1
+  for _, p in ipairs(core.providers()) do
+    if p.name == api.name and p.tokens > 0 then tokens = p.tokens end
+  end
+  w = math.max(4, math.min(MAX_WINDOW, http.max_connections, http.per_token_concurrency * tokens))
+  window_of[api.name] = w
+  return w
+end
+
 -- pages = Pages.open(api, url, opts): fetches the first page.
 -- opts.items: field holding the items (default: the plugin's pagination.items)
 -- opts.window: how many pages to fetch ahead when the last page is known
+--   (default: the plugin's pagination.window, else default_window)
 function Pages.open(api, url, opts)
   opts = opts or {}
   local style = api.pagination.style
@@ -76,7 +97,7 @@ function Pages.open(api, url, opts)
     opts = opts,
     items_field = items_field,
     page_param = api.pagination.page_param or "page",
-    window = opts.window or api.pagination.window or 4,
+    window = opts.window or api.pagination.window or default_window(api),
     pending = {},       -- page number -> task handle fetching it
     ready = {},         -- page number -> decoded page, until read
     failed = {},        -- page number -> error
