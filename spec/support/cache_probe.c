@@ -93,6 +93,16 @@ static char *make_body(const char *tag, int i, size_t n)
     return b;
 }
 
+/* A body that starts like gzip: the cache stores it as it came, without
+ * deflating it, so that sizes in the file are the ones given here. */
+static char *make_raw_body(const char *tag, int i, size_t n)
+{
+    char *b = make_body(tag, i, n);
+    if (n >= 2)
+        b[0] = '\x1f', b[1] = '\x8b';
+    return b;
+}
+
 static char *url_of(const char *kind, int i)
 {
     char *u = NULL;
@@ -222,7 +232,7 @@ static int cmd_evict(const char *dir)
     char *urls[8], *bodies[8];
     for (int i = 0; i < 8; i++) {
         urls[i] = url_of("evict", i);
-        bodies[i] = make_body("evict", i, 1900);
+        bodies[i] = make_raw_body("evict", i, 1900);
     }
     for (int i = 0; i < 5; i++)
         fleet_cache_store(c, urls[i], cred, "\"v\"", NULL, headers, 100, bodies[i], 1900);
@@ -235,6 +245,7 @@ static int cmd_evict(const char *dir)
     CHECK(fleet_cache_lookup(c, urls[1], cred, &e), "entry 1 missing");
     fleet_cache_entry_free(&e); /* a lookup alone does not count as use */
     fleet_cache_store(c, urls[5], cred, "\"v\"", NULL, headers, 100, bodies[5], 1900);
+    fleet_cache_flush(c); /* the writer thread evicts as it stores */
     /* 12000 > 10000: evict oldest until <= 9000: entries 1 and 2 go. */
     int present[8];
     for (int i = 0; i < 6; i++)
@@ -248,19 +259,21 @@ static int cmd_evict(const char *dir)
 
     /* An entry larger than max_size alone is not stored, and the stale
      * entry it would have replaced goes. */
-    char *big = make_body("big", 99, 20000);
+    char *big = make_raw_body("big", 99, 20000);
     fleet_cache_store(c, urls[3], cred, "\"big\"", NULL, headers, 100, big, 20000);
+    fleet_cache_flush(c);
     CHECK(!fleet_cache_lookup(c, urls[3], cred, &e), "an entry over max_size was stored (or the old one kept)");
     CHECK(lookup_is(c, urls[4], cred, "\"v\"", bodies[4], 1900), "an oversized store evicted others");
     /* One of 9500 bytes (over the 90 %% mark, under the cap) stays, alone. */
     fleet_cache_store(c, urls[6], cred, "\"nine\"", NULL, headers, 100, big, 9400);
+    fleet_cache_flush(c);
     CHECK(lookup_is(c, urls[6], cred, "\"nine\"", big, 9400), "a 9500-byte entry was evicted by its own store");
     CHECK(fleet_cache_stats(c, &s) == 0 && s.entries == 1 && s.bytes == 9500, "after the big one: %lld, %lld",
           s.entries, s.bytes);
     /* Many stores: the cap always holds. */
     for (int i = 0; i < 200; i++) {
         char *u = url_of("many", i);
-        char *b = make_body("m", i, (size_t)(100 + (i * 37) % 3000));
+        char *b = make_raw_body("m", i, (size_t)(100 + (i * 37) % 3000));
         fleet_cache_store(c, u, cred, "\"m\"", NULL, headers, 100, b, strlen(b));
         CHECK(fleet_cache_stats(c, &s) == 0 && s.bytes <= max, "over the cap: %lld bytes", s.bytes);
         free(u);
@@ -349,6 +362,7 @@ static int cmd_corrupt(const char *dir, const char *mode)
         CHECK(c, "open failed");
         char *b = malloc(100001);
         memset(b, 'Q', 100000);
+        b[0] = '\x1f', b[1] = '\x8b'; /* as if gzipped: stored as it came, to be found */
         b[100000] = 0;
         store_simple(c, "https://body.test/", "", "\"q\"", b, 100000);
         fleet_cache_close(c);
@@ -485,6 +499,7 @@ static int cmd_diskfull(const char *dir)
     CHECK(c, "open failed");
     store_simple(c, "https://full.test/0", "", "\"0\"", "zero", 4);
     CHECK(lookup_is(c, "https://full.test/0", "", "\"0\"", "zero", 4), "miss before the disk fills");
+    fleet_cache_flush(c); /* in the file before it fills */
     /* No file may grow past 64 KiB from now on: writes fail as on a full
      * disk (EFBIG rather than ENOSPC, and SIGXFSZ is ignored). */
     signal(SIGXFSZ, SIG_IGN);
@@ -633,6 +648,7 @@ static int cmd_locked(const char *dir)
 
     CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
     store_simple(c, u2, "", "\"2\"", b2, strlen(b2));
+    fleet_cache_flush(c); /* the writer thread puts them in as soon as it can */
     CHECK(rows_for(other, u1) == 1 && rows_for(other, u2) == 1, "pending stores not written after the lock");
     char memo[32];
     CHECK(fleet_cache_memo_get(c, "owner:locked", 3600, memo, sizeof memo) && strcmp(memo, "user") == 0,
@@ -724,7 +740,7 @@ static int cmd_clear(const char *dir)
     char *path = path_in(dir, "clear.sqlite");
     struct fleet_cache *c = fleet_cache_open(path, 64 << 20);
     CHECK(c, "open failed");
-    char *b = make_body("clear", 0, 50000);
+    char *b = make_raw_body("clear", 0, 50000);
     for (int i = 0; i < 40; i++) {
         char *u = url_of("clear", i);
         store_simple(c, u, "", "\"c\"", b, 50000);
