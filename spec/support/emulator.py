@@ -2944,6 +2944,8 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no informational output besides the listening line")
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    ap.add_argument("--no-gzip", action="store_true",
+                    help="answer every request uncompressed, whatever Accept-Encoding says (scenario gzip: false)")
     args = ap.parse_args(argv)
 
     try:
@@ -2953,6 +2955,8 @@ def main(argv=None):
                 raw = json.load(f)
         if args.scenario_json:
             raw = {**raw, **json.loads(args.scenario_json)}
+        if args.no_gzip:
+            raw["gzip"] = False
         app = Emulator(normalize_scenario(raw))
     except (OSError, ValueError, ScenarioError) as exc:
         sys.stderr.write(f"emulator: bad scenario: {exc}\n")
