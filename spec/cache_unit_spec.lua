@@ -192,6 +192,27 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
         assert.are.equal(0, warnings(r), r.stderr)
     end)
 
+    it("a full write queue drops its oldest stores, counted in stats, rather than wait; close is bounded", function()
+        local r = run("queue")
+        assert_ok(r)
+        assert.is_truthy(r.stdout:find("ok a full queue dropped %d+ of 100 stores instead of waiting"), r.stdout)
+        assert.is_truthy(r.stdout:find("ok the kept ones are written once the lock is free, the drops counted", 1, true),
+            r.stdout)
+        assert.is_truthy(r.stdout:find("ok close under a lock returns", 1, true), r.stdout)
+        local dropped = tonumber(r.stdout:match("dropped (%d+) of 100"))
+        -- at close (the level -v shows): the queue's drops and the store the lock kept out
+        assert.is_truthy(r.stderr:find(("gitfleet: cache: %d responses were not stored"):format(dropped + 1), 1, true),
+            r.stderr)
+        assert.are.equal(0, warnings(r), r.stderr)
+    end)
+
+    it("stores plain bodies deflated and reads them back; gzip and incompressible bodies as they came", function()
+        local r = run("deflate")
+        assert_ok(r)
+        assert.is_truthy(r.stdout:find("ok plain bodies deflated", 1, true), r.stdout)
+        assert.are.equal(0, warnings(r), r.stderr)
+    end)
+
     it("each cache file has its own random salt", function()
         local r = run("salt")
         assert_ok(r)

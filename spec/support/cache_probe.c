@@ -668,6 +668,130 @@ static int cmd_locked(const char *dir)
     return 0;
 }
 
+/* ------------------------------------------------------------ queue */
+
+/* While another process holds the write lock, the writer cannot write:
+ * the queue (64 MiB) fills, and its oldest stores give way to the newest
+ * instead of the caller waiting; the drops are counted in the file. A
+ * close under a lock that is never released gives up after its bounded
+ * wait and says how many responses were not stored. */
+static int cmd_queue(const char *dir)
+{
+    char *path = path_in(dir, "queue.sqlite");
+    struct fleet_cache *c = fleet_cache_open(path, 1LL << 30);
+    CHECK(c, "open failed");
+    sqlite3 *other;
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK, "second connection");
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock");
+    enum { N = 100 };
+    const size_t size = 1 << 20; /* 100 MiB in all: more than the queue holds */
+    char *urls[N], *b = make_raw_body("queue", 0, size);
+    for (int i = 0; i < N; i++) {
+        urls[i] = url_of("queue", i);
+        store_simple(c, urls[i], "", "\"q\"", b, size);
+    }
+    CHECK(lookup_is(c, urls[N - 1], "", "\"q\"", b, size), "the newest store is not seen");
+    int missing = 0;
+    for (int i = 0; i < N; i++)
+        missing += !lookup_is(c, urls[i], "", "\"q\"", b, size);
+    CHECK(missing >= N - 64 && missing < N, "%d of %d stores dropped, want at least %d", missing, N, N - 64);
+    CHECK(rows_for(other, urls[N - 1]) == 0, "a store reached the locked file");
+    printf("ok a full queue dropped %d of %d stores instead of waiting\n", missing, N);
+
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
+    fleet_cache_flush(c);
+    struct fleet_cache_stats st;
+    CHECK(fleet_cache_stats(c, &st) == 0 && st.entries == N - missing && st.dropped == missing,
+          "after the lock: %lld entries, %lld dropped; want %d, %d", st.entries, st.dropped, N - missing, missing);
+    CHECK(rows_for(other, urls[N - 1]) == 1, "the newest store is not in the file after the lock");
+    printf("ok the kept ones are written once the lock is free, the drops counted\n");
+
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock again");
+    char *late = url_of("late", 0);
+    store_simple(c, late, "", "\"l\"", "late", 4);
+    fleet_cache_close(c); /* gives up: the lock is never released in time */
+    CHECK(rows_for(other, late) == 0, "a store reached the locked file at close");
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock again");
+    printf("ok close under a lock returns\n");
+
+    c = fleet_cache_open(path, 1LL << 30);
+    CHECK(c, "reopen failed");
+    CHECK(fleet_cache_stats(c, &st) == 0 && st.dropped >= missing, "the drops were not kept: %lld", st.dropped);
+    CHECK(fleet_cache_clear(c) == 0 && fleet_cache_stats(c, &st) == 0 && st.dropped == 0,
+          "clear kept the drop count: %lld", st.dropped);
+    fleet_cache_close(c);
+    sqlite3_close(other);
+    for (int i = 0; i < N; i++)
+        free(urls[i]);
+    free(late);
+    free(b);
+    free(path);
+    return 0;
+}
+
+/* ----------------------------------------------------------- deflate */
+
+/* A plain body is stored deflated and comes back byte for byte; one that
+ * came gzipped, and one that does not shrink, are stored as they came. */
+static int cmd_deflate(const char *dir)
+{
+    char *path = path_in(dir, "deflate.sqlite");
+    struct fleet_cache *c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "open failed");
+    const size_t n = 300000;
+    char *json = malloc(n + 1);
+    CHECK(json, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        json[i] = "[{\"id\": 1, \"name\": \"repo\", \"private\": false},\n"[i % 47];
+    json[n] = 0;
+    char *gz = make_raw_body("gz", 1, n);
+    unsigned char *noise = malloc(n);
+    CHECK(noise, "out of memory");
+    unsigned x = 7;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        noise[i] = (unsigned char)(x >> 16);
+    }
+    noise[0] = '['; /* not the gzip magic: it is the size that keeps it as is */
+    store_simple(c, "https://z.test/json", "", "\"j\"", json, n);
+    store_simple(c, "https://z.test/gz", "", "\"g\"", gz, n);
+    store_simple(c, "https://z.test/noise", "", "\"n\"", (const char *)noise, n);
+    store_simple(c, "https://z.test/empty", "", "\"e\"", "", 0);
+    fleet_cache_flush(c);
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK, "second connection");
+    sqlite3_stmt *q;
+    CHECK(sqlite3_prepare_v2(db, "SELECT url, codec, plain_size, length(b.body) FROM entries e JOIN bodies b"
+                                 " ON b.id = e.id ORDER BY url", -1, &q, NULL) == SQLITE_OK, "query");
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *url = (const char *)sqlite3_column_text(q, 0);
+        int codec = sqlite3_column_int(q, 1);
+        long long plain = sqlite3_column_int64(q, 2), stored = sqlite3_column_int64(q, 3);
+        bool deflated = strcmp(url, "https://z.test/json") == 0;
+        CHECK(codec == deflated, "%s: codec %d", url, codec);
+        if (deflated)
+            CHECK(stored < plain / 20, "%s: %lld bytes stored for %lld", url, stored, plain);
+        else
+            CHECK(stored == plain, "%s: %lld bytes stored for %lld", url, stored, plain);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    fleet_cache_close(c);
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "reopen failed");
+    CHECK(lookup_is(c, "https://z.test/json", "", "\"j\"", json, n), "deflated body lost");
+    CHECK(lookup_is(c, "https://z.test/gz", "", "\"g\"", gz, n), "gzip body lost");
+    CHECK(lookup_is(c, "https://z.test/noise", "", "\"n\"", (const char *)noise, n), "incompressible body lost");
+    CHECK(lookup_is(c, "https://z.test/empty", "", "\"e\"", "", 0), "empty body lost");
+    fleet_cache_close(c);
+    printf("ok plain bodies deflated, gzip and incompressible ones kept as they came, all read back\n");
+    free(json);
+    free(gz);
+    free(noise);
+    free(path);
+    return 0;
+}
+
 static int read_salt(const char *path, unsigned char out[32])
 {
     sqlite3 *db;
@@ -920,6 +1044,10 @@ int main(int argc, char **argv)
         return cmd_twoproc(dir, atoi(argv[3]));
     if (strcmp(cmd, "locked") == 0)
         return cmd_locked(dir);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(dir);
+    if (strcmp(cmd, "deflate") == 0)
+        return cmd_deflate(dir);
     if (strcmp(cmd, "salt") == 0)
         return cmd_salt(dir);
     if (strcmp(cmd, "clear") == 0)
