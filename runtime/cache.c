@@ -173,6 +173,12 @@ struct fleet_cache {
     long long dropped;         /* stores dropped this run (queue full, or
                                   left over at close) */
     long long dropped_saved;   /* ... of which counted in the file */
+    struct spare_block {
+        char *data;
+        size_t cap;
+    } spares[16];              /* data blocks written out, for new stores */
+    int nspares;
+    size_t spare_bytes;
     int writer_rc;             /* a failed batch's code, for the caller's
                                   thread to act on (log, recover) */
     char writer_why[256];
@@ -853,6 +859,8 @@ static enum open_result open_or_replace(struct fleet_cache *c)
 
 static void free_cache(struct fleet_cache *c)
 {
+    for (int i = 0; i < c->nspares; i++)
+        free(c->spares[i].data);
     explicit_bzero(c->salt, sizeof c->salt);
     mtx_destroy(&c->lock);
     cnd_destroy(&c->wake_writer);
@@ -1278,6 +1286,7 @@ struct pending {
     char *etag, *last_modified;
     char *text;                  /* PENDING_MEMO: "<epoch> <value>" */
     char *data;                  /* headers, then body, then a NUL */
+    size_t data_cap;             /* data's allocated size */
     size_t headers_len, body_len;
     bool too_large;              /* a store beyond max_size: deletes the entry */
     double used_at;
@@ -1309,6 +1318,49 @@ static void free_list(struct pending *p)
     }
 }
 
+/* Data blocks are recycled: copying a body into memory already touched
+ * costs no page faults, where a fresh block of a few hundred KiB costs a
+ * hundred of them, as much as the copy itself. Sizes are rounded up so
+ * that a block fits the next pages, which are of about the same size. */
+#define SPARE_BYTES (16u << 20)
+#define BLOCK_ROUND (64u << 10)
+
+static char *take_block(struct fleet_cache *c, size_t need, size_t *cap)
+{
+    mtx_lock(&c->lock);
+    int best = -1;
+    for (int i = 0; i < c->nspares; i++)
+        if (c->spares[i].cap >= need && (best < 0 || c->spares[i].cap < c->spares[best].cap))
+            best = i;
+    if (best >= 0) {
+        char *data = c->spares[best].data;
+        *cap = c->spares[best].cap;
+        c->spare_bytes -= *cap;
+        c->spares[best] = c->spares[--c->nspares];
+        mtx_unlock(&c->lock);
+        return data;
+    }
+    mtx_unlock(&c->lock);
+    *cap = need > SIZE_MAX - BLOCK_ROUND ? need : (need + BLOCK_ROUND - 1) / BLOCK_ROUND * BLOCK_ROUND;
+    return malloc(*cap);
+}
+
+/* Frees a written batch, keeping its blocks for new stores. */
+static void recycle_list(struct fleet_cache *c, struct pending *p)
+{
+    mtx_lock(&c->lock);
+    for (struct pending *q = p; q; q = q->next) {
+        int n = (int)(sizeof c->spares / sizeof *c->spares);
+        if (q->data && q->data_cap >= BLOCK_ROUND && c->nspares < n && c->spare_bytes + q->data_cap <= SPARE_BYTES) {
+            c->spares[c->nspares++] = (struct spare_block){q->data, q->data_cap};
+            c->spare_bytes += q->data_cap;
+            q->data = NULL;
+        }
+    }
+    mtx_unlock(&c->lock);
+    free_list(p);
+}
+
 static char *dup_or_null(const char *s, bool *ok)
 {
     char *d = s ? strdup(s) : NULL;
@@ -1319,9 +1371,9 @@ static char *dup_or_null(const char *s, bool *ok)
 
 /* A queued write owning copies of its strings; headers and body (for a
  * store) copied once, into one block. NULL when out of memory. */
-static struct pending *new_pending(enum pending_kind kind, const char *url, const char *cred, const char *etag,
-                                   const char *last_modified, const char *text, const char *headers,
-                                   size_t headers_len, const char *body, size_t body_len)
+static struct pending *new_pending(struct fleet_cache *c, enum pending_kind kind, const char *url,
+                                   const char *cred, const char *etag, const char *last_modified, const char *text,
+                                   const char *headers, size_t headers_len, const char *body, size_t body_len)
 {
     struct pending *p = calloc(1, sizeof *p);
     if (!p)
@@ -1334,7 +1386,8 @@ static struct pending *new_pending(enum pending_kind kind, const char *url, cons
     p->last_modified = dup_or_null(last_modified, &ok);
     p->text = dup_or_null(text, &ok);
     if (kind == PENDING_STORE && ok) {
-        if (headers_len + body_len < headers_len || !(p->data = malloc(headers_len + body_len + 1))) {
+        if (headers_len + body_len + 1 <= headers_len ||
+            !(p->data = take_block(c, headers_len + body_len + 1, &p->data_cap))) {
             ok = false;
         } else {
             if (headers_len)
@@ -1592,7 +1645,7 @@ static int writer_main(void *arg)
             broken = true;
         }
         mtx_unlock(&c->lock);
-        free_list(batch);
+        recycle_list(c, batch);
         mtx_lock(&c->lock);
         cnd_broadcast(&c->written);
     }
@@ -1774,7 +1827,7 @@ void fleet_cache_store(struct fleet_cache *c, const char *url, const char *crede
         return;
     size_t hl = headers ? headers_len : 0, bl = body ? body_len : 0;
     bool too_large = (long long)(hl + bl) > c->max_size || hl + bl < hl;
-    struct pending *p = new_pending(PENDING_STORE, url, credential, etag, last_modified, NULL, headers,
+    struct pending *p = new_pending(c, PENDING_STORE, url, credential, etag, last_modified, NULL, headers,
                                     too_large ? 0 : hl, body, too_large ? 0 : bl);
     if (p) {
         p->too_large = too_large;
@@ -1787,7 +1840,7 @@ void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *crede
 {
     if (!url || !writable(c))
         return;
-    struct pending *p = new_pending(PENDING_TOUCH, url, credential, NULL, NULL, NULL, NULL, 0, NULL, 0);
+    struct pending *p = new_pending(c, PENDING_TOUCH, url, credential, NULL, NULL, NULL, NULL, 0, NULL, 0);
     if (p)
         p->used_at = next_use(c);
     enqueue(c, p);
@@ -1887,7 +1940,7 @@ void fleet_cache_memo_set(struct fleet_cache *c, const char *key, const char *va
     char *text = xasprintf("%lld %s", (long long)time(NULL), value);
     if (!text)
         return;
-    enqueue(c, new_pending(PENDING_MEMO, key, "", NULL, NULL, text, NULL, 0, NULL, 0));
+    enqueue(c, new_pending(c, PENDING_MEMO, key, "", NULL, NULL, text, NULL, 0, NULL, 0));
     free(text);
 }
 
