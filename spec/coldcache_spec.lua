@@ -75,6 +75,12 @@ describe("cache with plain bodies (emulator --no-gzip)", function()
 
   it("is written deflated: the file stays within 1.5x of the gzip one; a re-run is all 304s, same records", function()
     local emu, cfg, dir = start()
+    -- --no-gzip: plain bodies even to a client that asks for gzip.
+    local status, headers = emu:request("/orgs/acme/repos?per_page=100",
+      { headers = { authorization = "token " .. TOKENS[1].token, ["accept-encoding"] = "gzip" } })
+    assert.are.equal(200, status)
+    assert.is_nil(headers["content-encoding"])
+    emu:reset()
     local plain_cache = dir .. "/plain/cache.sqlite"
     local first = fetch(cfg, dir, "1.ndjson", plain_cache)
     assert.are.equal(0, first.code, first.stderr)

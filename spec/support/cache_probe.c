@@ -785,6 +785,52 @@ static int cmd_deflate(const char *dir)
     CHECK(lookup_is(c, "https://z.test/empty", "", "\"e\"", "", 0), "empty body lost");
     fleet_cache_close(c);
     printf("ok plain bodies deflated, gzip and incompressible ones kept as they came, all read back\n");
+
+    /* A deflated entry that does not inflate to its recorded size (the
+     * checksum covers the stored bytes, not plain_size) is damage: never
+     * served, the file set aside. */
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK, "second connection");
+    CHECK(sqlite3_exec(db, "UPDATE entries SET plain_size = plain_size + 1 WHERE codec = 1", NULL, NULL, NULL) ==
+              SQLITE_OK && sqlite3_changes(db) == 1,
+          "cannot change plain_size");
+    sqlite3_close(db);
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "open after the change failed");
+    CHECK(!lookup_is(c, "https://z.test/json", "", "\"j\"", json, n), "a body of the wrong size was served");
+    fleet_cache_close(c);
+    printf("ok a deflated body of the wrong size is not served\n");
+
+    /* Ten thousand small stores and memos: all in the file, all read back. */
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "reopen failed");
+    for (int i = 0; i < 10000; i++) {
+        char *u = url_of("many", i), key[32], value[32];
+        char *b = make_body("many", i, (size_t)(300 + i % 700));
+        store_simple(c, u, "", "\"m\"", b, strlen(b));
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(value, sizeof value, "v%d", i);
+        fleet_cache_memo_set(c, key, value);
+        free(u);
+        free(b);
+    }
+    struct fleet_cache_stats st;
+    CHECK(fleet_cache_stats(c, &st) == 0 && st.entries == 10000 && st.dropped == 0, "%lld entries, %lld dropped",
+          st.entries, st.dropped);
+    fleet_cache_close(c);
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "reopen failed");
+    for (int i = 0; i < 10000; i += 97) {
+        char *u = url_of("many", i), key[32], want[32], got[32];
+        char *b = make_body("many", i, (size_t)(300 + i % 700));
+        CHECK(lookup_is(c, u, "", "\"m\"", b, strlen(b)), "%s missing", u);
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(want, sizeof want, "v%d", i);
+        CHECK(fleet_cache_memo_get(c, key, 3600, got, sizeof got) && strcmp(got, want) == 0, "memo %s lost", key);
+        free(u);
+        free(b);
+    }
+    fleet_cache_close(c);
+    printf("ok ten thousand stores and memos\n");
     free(json);
     free(gz);
     free(noise);
