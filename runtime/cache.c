@@ -6,27 +6,29 @@
  *                      'bytes' (sum of entries.size, kept by triggers so
  *                      that every process sharing the file sees the same
  *                      total, read in O(1) inside each store's transaction:
- *                      eviction never scans), 'created_at'
+ *                      eviction never scans), 'created_at', 'dropped'
+ *                      (stores runs could not write in time), memos
  *   entries(...)       one row per (method, url, credential): validators,
- *                      size, stored_at, used_at (indexed, for LRU), checksum
+ *                      size, stored_at, used_at (indexed, for LRU),
+ *                      checksum, codec and plain_size (a body that came
+ *                      plain is stored deflated: see zpack.h)
  *   bodies(id, headers, body)   the two blobs of entry id, apart: SQLite
  *                      rewrites a whole record on any update, and marking
  *                      a 500 KB entry used must not rewrite 500 KB
  *
  * PRAGMA application_id marks the file as ours and PRAGMA user_version is
  * the schema version. Each row carries a 64-bit checksum (XXH64) over its
- * key, validators, headers and body: SQLite does not check the content of
- * pages, and a damaged body must never be served as an answer.
+ * key, validators, headers and body as stored: SQLite does not check the
+ * content of pages, and a damaged body must never be served as an answer.
  *
  * Failures: a file that is damaged (not a database, SQLITE_CORRUPT, a
  * failing quick_check, a checksum mismatch) or that cannot be read is moved
  * aside to PATH.corrupt-EPOCH and a new one is started; this happens at
  * open, and once more at most during a run. A write that fails (disk full,
  * read-only file, I/O error) stops all writing for the run, with one
- * warning; lookups go on while they work. Writes never wait for another
- * process's lock during the run: they are kept in memory until the file is
- * free (see "writes"). Nothing here ever fails a request: at worst it
- * misses. */
+ * warning; lookups go on while they work. Writes happen on a writer
+ * thread with its own connection, never on the caller's (see "writes").
+ * Nothing here ever fails a request: at worst it misses. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
