@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -1671,7 +1672,14 @@ static bool start_writer(struct fleet_cache *c)
     }
     w->max_size = c->max_size;
     c->writer_conn = w;
-    if (thrd_create(&c->writer, writer_main, c) != thrd_success) {
+    /* Signals are the event loop's (SIGINT, SIGTERM, the script timeout):
+     * the writer starts with all of them blocked, so none lands on it. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = thrd_create(&c->writer, writer_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != thrd_success) {
         free(w->path);
         free(w);
         c->writer_conn = NULL;
