@@ -1856,14 +1856,15 @@ void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *crede
     enqueue(c, p);
 }
 
-void fleet_cache_flush(struct fleet_cache *c)
+bool fleet_cache_flush(struct fleet_cache *c)
 {
     if (!c || !c->writer_started)
-        return;
+        return true;
     mtx_lock(&c->lock);
-    wait_written(c, CLOSE_WAIT_S);
+    bool written = wait_written(c, CLOSE_WAIT_S);
     mtx_unlock(&c->lock);
     settle_writer(c);
+    return written;
 }
 
 /* The newest queued (or being written) write of kind for (url, cred), or

@@ -78,8 +78,9 @@ void fleet_cache_store(struct fleet_cache *c, const char *url, const char *crede
                        const char *last_modified, const char *headers, size_t headers_len, const char *body,
                        size_t body_len);
 
-/* Waits (a few seconds at most) until every queued write is in the file. */
-void fleet_cache_flush(struct fleet_cache *c);
+/* Waits (a few seconds at most) until every queued write is in the file;
+ * true if it is (or there was nothing to write). */
+bool fleet_cache_flush(struct fleet_cache *c);
 
 /* A 304 revalidated the entry: mark it used now (for LRU eviction). */
 void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *credential);

@@ -118,6 +118,16 @@ static void store_simple(struct fleet_cache *c, const char *url, const char *cre
     fleet_cache_store(c, url, cred, etag, NULL, headers, sizeof headers - 1, body, len);
 }
 
+/* Waits until the writer thread has put every queued write in the file:
+ * fleet_cache_flush gives up after a few seconds, and a sanitizer build on
+ * a busy machine may need more. */
+static void flush_all(struct fleet_cache *c)
+{
+    int tries = 0;
+    while (!fleet_cache_flush(c))
+        CHECK(++tries < 60, "the queue was not written in %d tries", tries);
+}
+
 /* Looks url up: 1 with the expected body and etag, 0 on a miss; fails on
  * a hit with anything else (a wrong answer). */
 static int lookup_is(struct fleet_cache *c, const char *url, const char *cred, const char *etag, const char *body,
@@ -245,7 +255,7 @@ static int cmd_evict(const char *dir)
     CHECK(fleet_cache_lookup(c, urls[1], cred, &e), "entry 1 missing");
     fleet_cache_entry_free(&e); /* a lookup alone does not count as use */
     fleet_cache_store(c, urls[5], cred, "\"v\"", NULL, headers, 100, bodies[5], 1900);
-    fleet_cache_flush(c); /* the writer thread evicts as it stores */
+    flush_all(c); /* the writer thread evicts as it stores */
     /* 12000 > 10000: evict oldest until <= 9000: entries 1 and 2 go. */
     int present[8];
     for (int i = 0; i < 6; i++)
@@ -261,12 +271,12 @@ static int cmd_evict(const char *dir)
      * entry it would have replaced goes. */
     char *big = make_raw_body("big", 99, 20000);
     fleet_cache_store(c, urls[3], cred, "\"big\"", NULL, headers, 100, big, 20000);
-    fleet_cache_flush(c);
+    flush_all(c);
     CHECK(!fleet_cache_lookup(c, urls[3], cred, &e), "an entry over max_size was stored (or the old one kept)");
     CHECK(lookup_is(c, urls[4], cred, "\"v\"", bodies[4], 1900), "an oversized store evicted others");
     /* One of 9500 bytes (over the 90 %% mark, under the cap) stays, alone. */
     fleet_cache_store(c, urls[6], cred, "\"nine\"", NULL, headers, 100, big, 9400);
-    fleet_cache_flush(c);
+    flush_all(c);
     CHECK(lookup_is(c, urls[6], cred, "\"nine\"", big, 9400), "a 9500-byte entry was evicted by its own store");
     CHECK(fleet_cache_stats(c, &s) == 0 && s.entries == 1 && s.bytes == 9500, "after the big one: %lld, %lld",
           s.entries, s.bytes);
@@ -499,7 +509,7 @@ static int cmd_diskfull(const char *dir)
     CHECK(c, "open failed");
     store_simple(c, "https://full.test/0", "", "\"0\"", "zero", 4);
     CHECK(lookup_is(c, "https://full.test/0", "", "\"0\"", "zero", 4), "miss before the disk fills");
-    fleet_cache_flush(c); /* in the file before it fills */
+    flush_all(c); /* in the file before it fills */
     /* No file may grow past 64 KiB from now on: writes fail as on a full
      * disk (EFBIG rather than ENOSPC, and SIGXFSZ is ignored). */
     signal(SIGXFSZ, SIG_IGN);
@@ -648,7 +658,7 @@ static int cmd_locked(const char *dir)
 
     CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
     store_simple(c, u2, "", "\"2\"", b2, strlen(b2));
-    fleet_cache_flush(c); /* the writer thread puts them in as soon as it can */
+    flush_all(c); /* the writer thread puts them in as soon as it can */
     CHECK(rows_for(other, u1) == 1 && rows_for(other, u2) == 1, "pending stores not written after the lock");
     char memo[32];
     CHECK(fleet_cache_memo_get(c, "owner:locked", 3600, memo, sizeof memo) && strcmp(memo, "user") == 0,
@@ -699,7 +709,7 @@ static int cmd_queue(const char *dir)
     printf("ok a full queue dropped %d of %d stores instead of waiting\n", missing, N);
 
     CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
-    fleet_cache_flush(c);
+    flush_all(c);
     struct fleet_cache_stats st;
     CHECK(fleet_cache_stats(c, &st) == 0 && st.entries == N - missing && st.dropped == missing,
           "after the lock: %lld entries, %lld dropped; want %d, %d", st.entries, st.dropped, N - missing, missing);
@@ -757,7 +767,7 @@ static int cmd_deflate(const char *dir)
     store_simple(c, "https://z.test/gz", "", "\"g\"", gz, n);
     store_simple(c, "https://z.test/noise", "", "\"n\"", (const char *)noise, n);
     store_simple(c, "https://z.test/empty", "", "\"e\"", "", 0);
-    fleet_cache_flush(c);
+    flush_all(c);
     sqlite3 *db;
     CHECK(sqlite3_open(path, &db) == SQLITE_OK, "second connection");
     sqlite3_stmt *q;
@@ -813,6 +823,7 @@ static int cmd_deflate(const char *dir)
         free(u);
         free(b);
     }
+    flush_all(c);
     struct fleet_cache_stats st;
     CHECK(fleet_cache_stats(c, &st) == 0 && st.entries == 10000 && st.dropped == 0, "%lld entries, %lld dropped",
           st.entries, st.dropped);
