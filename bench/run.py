@@ -13,6 +13,10 @@ Workloads, each on its own emulator (spec/support/emulator.py on 127.0.0.1):
   (latency) (a) with every response held 150 ms, as from a far provider, against the
       ceiling the allowed concurrency sets (requests × latency ÷ requests in flight
       allowed), and gitfleet again with a secondary limit of a few requests per token.
+  (coldcache) (a) against an emulator that answers without gzip: gitfleet with a fresh
+      cache against gitfleet --no-cache, alternating, then a second run on each filled
+      cache (all 304s, the same output), and the cache file's size against the one the
+      same job leaves when the emulator gzips (gitfleet only, no peers needed).
 
 In every round the clients run one after another (gitfleet, octokit, PyGithub,
 gitfleet, ...), each under GNU time, with the emulator reset before each run;
@@ -24,7 +28,7 @@ parsing, and the same bytes decoded by lua-cjson with no I/O — show the headro
   (s) scale-out: `gitfleet worker` processes sharing tokens and a queue through
       Redis (bench/scaleout.py; BENCH_WORKLOADS=s runs it alone).
 
-Environment: BENCH_ROUNDS (3), BENCH_WORKLOADS (a,b,c,d,latency,s: the workloads to run,
+Environment: BENCH_ROUNDS (3), BENCH_WORKLOADS (a,b,c,d,latency,coldcache,s: the workloads to run,
 e.g. BENCH_WORKLOADS=latency for that one alone), BENCH_KEEP=1 keeps
 the scratch directory, BENCH_PYGITHUB_PYTHON (an interpreter with PyGithub),
 BENCH_QUIET_WAIT (15: seconds to wait before a run for the machine to go quiet).
@@ -79,7 +83,7 @@ SCENARIO_C = {"seed": 1, "cache_mb": 1024,
 CLIENTS = ("gitfleet", "octokit", "pygithub")
 TITLES = {"gitfleet": "gitfleet", "octokit": "octokit", "pygithub": "PyGithub",
           "floor": "transfer floor (libcurl, no parsing)", "gitfleet-unlimited": "gitfleet, no limits",
-          "gitfleet-secondary": "gitfleet, secondary limit"}
+          "gitfleet-secondary": "gitfleet, secondary limit", "gitfleet-nocache": "gitfleet --no-cache"}
 
 
 def log(msg: str) -> None:
@@ -97,6 +101,21 @@ def sh(cmd, **kw) -> str:
 def drop(cache: Path | None) -> None:
     if cache is not None:
         shutil.rmtree(cache.parent, ignore_errors=True)
+
+
+def cache_file_size(cache: Path) -> int:
+    """The cache's bytes on disk: the file and its WAL (gitfleet has exited: no -shm of note)."""
+    return sum(f.stat().st_size for f in cache.parent.iterdir() if f.name.startswith(cache.name))
+
+
+def same_records(a: str, b: str) -> bool:
+    """The two outputs hold the same records (owners finish in any order) and are then removed."""
+    try:
+        with open(a, encoding="utf-8") as fa, open(b, encoding="utf-8") as fb:
+            return sorted(fa) == sorted(fb)
+    finally:
+        Path(a).unlink(missing_ok=True)
+        Path(b).unlink(missing_ok=True)
 
 
 def cpu_busy() -> float:
@@ -126,7 +145,7 @@ def process_cpu(pid: int) -> float:
 
 
 class Emulator:
-    def __init__(self, name: str, scenario: dict, work: Path):
+    def __init__(self, name: str, scenario: dict, work: Path, args=()):
         self.name = name
         self.dir = work / f"emulator-{name}"
         self.dir.mkdir()
@@ -136,7 +155,7 @@ class Emulator:
         self.log = open(self.dir / "emulator.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(EMULATOR), "--port", "0", "--port-file", str(port_file),
-             "--scenario", str(self.dir / "scenario.json"), "--quiet", "--parent-pid", str(os.getpid())],
+             "--scenario", str(self.dir / "scenario.json"), "--quiet", "--parent-pid", str(os.getpid()), *args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(1200):  # building a world of 40,000 repositories takes a few seconds
             if port_file.exists() and port_file.read_text().strip():
@@ -200,7 +219,7 @@ def page_urls(world: dict, base: str) -> list[str]:
 
 
 class Bench:
-    def __init__(self, gitfleet: str, work: Path):
+    def __init__(self, gitfleet: str, work: Path, peers=True):
         self.work = work
         self.gitfleet, self.providers = self.snapshot(gitfleet)
         self.rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
@@ -209,9 +228,9 @@ class Bench:
         self.seq = 0
         self.loud_streak = 0
         self.floor_bin = self.build_floor()
-        self.pygithub_python = self.find_pygithub()
+        self.pygithub_python = self.find_pygithub() if peers else None
         self.node_modules = BENCH / "node_modules"
-        if not (self.node_modules / "@octokit" / "rest").is_dir():
+        if peers and not (self.node_modules / "@octokit" / "rest").is_dir():
             raise SystemExit("bench: bench/node_modules is missing: run bench/run.sh (it runs npm ci)")
         self.version = (sh([self.gitfleet, "--version"]).splitlines() or ["?"])[0]
 
@@ -304,10 +323,11 @@ class Bench:
         return time.time() - started
 
     def command(self, client: str, emu: Emulator, owners: Path, out: Path, cache: Path | None, extra=None):
-        if client in ("gitfleet", "gitfleet-unlimited", "gitfleet-secondary"):
+        if client in ("gitfleet", "gitfleet-unlimited", "gitfleet-secondary", "gitfleet-nocache"):
             cfg = self.gitfleet_config(emu, cache)
             env = {"GITFLEET_PROVIDERS": str(self.providers)}
-            return [self.gitfleet, "--config", str(cfg), "fetch", "--no-progress", "--format", "ndjson",
+            no_cache = ["--no-cache"] if client == "gitfleet-nocache" else []
+            return [self.gitfleet, "--config", str(cfg), *no_cache, "fetch", "--no-progress", "--format", "ndjson",
                     "--output", str(out), "--owners-file", str(owners)], env
         env = {"BENCH_TOKENS": ",".join(t for _, t, _ in TOKENS), "BENCH_OWNERS_IN_FLIGHT": str(OWNERS_IN_FLIGHT)}
         if client == "octokit":
@@ -319,7 +339,7 @@ class Bench:
         raise ValueError(client)
 
     def run(self, workload: str, client: str, emu: Emulator, owners: Path, expected: int | None,
-            cache: Path | None = None, extra=None, align=False) -> dict:
+            cache: Path | None = None, extra=None, align=False, keep_output=False) -> dict:
         """Run one client under GNU time and check its output. The harness only waits meanwhile."""
         self.seq += 1
         tag = f"{workload}-{client}-{self.seq}"
@@ -373,7 +393,10 @@ class Bench:
             res.update(self.check_output(out, expected))
             if rc == "timeout":
                 res.update(ok=False, why=f"timed out after {RUN_TIMEOUT} s")
-        out.unlink(missing_ok=True)
+        if keep_output:
+            res["output"] = str(out)
+        else:
+            out.unlink(missing_ok=True)
         self.results.setdefault(workload, []).append(res)
         state = f"{res['wall']:.2f} s" if res["ok"] else f"FAILED ({res['why']})"
         log(f"({workload}) {TITLES.get(client, client)}: {state}, {res['requests']} requests")
@@ -436,6 +459,35 @@ class Bench:
                             cache = self.copy_cache(warm_cache, self.work / f"cache-d-{r}")
                         self.run("d", client, emu, owners, expected, cache=cache)
                         drop(cache)
+        finally:
+            emu.stop()
+
+    def workload_coldcache(self):
+        """(a)'s job against an emulator without gzip: a fresh cache against --no-cache,
+        alternating; then each filled cache once more (all 304s, the same records); and the
+        cache file's size against the one the same job leaves when the emulator gzips."""
+        emu = Emulator("coldcache", dict(SCENARIO_A, limits={"github": None}), self.work, args=["--no-gzip"])
+        try:
+            world = emu.world()
+            expected, owners = expected_count(world), self.owners_file(emu, world)
+            urls = page_urls(world, emu.base)
+            self.meta["coldcache"] = {"expected": expected, "owners": len(world["owners"]), "pages": len(urls)}
+            log(f"(coldcache) {len(world['owners'])} owners, {len(urls)} pages, no gzip; warming the emulator")
+            self.warm_emulator(emu, world, urls)
+            for r in range(self.rounds):
+                cache = self.fresh_cache(f"cold-{r}")
+                first = self.run("coldcache", "gitfleet", emu, owners, expected, cache=cache, keep_output=True)
+                self.run("coldcache", "gitfleet-nocache", emu, owners, expected, cache=self.work / "unused.sqlite")
+                first["cache_bytes"] = cache_file_size(cache)
+                second = self.run("coldcache-again", "gitfleet", emu, owners, expected, cache=cache,
+                                  keep_output=True)
+                second["same_output"] = same_records(first.pop("output"), second.pop("output"))
+                drop(cache)
+            emu.configure({"gzip": True})
+            cache = self.fresh_cache("cold-gzip")
+            res = self.run("coldcache-gzip", "gitfleet", emu, owners, expected, cache=cache)
+            res["cache_bytes"] = cache_file_size(cache)
+            drop(cache)
         finally:
             emu.stop()
 
@@ -754,6 +806,43 @@ def section_latency(bench: "Bench") -> list[str]:
     return out
 
 
+def section_coldcache(bench: "Bench") -> list[str]:
+    m = bench.meta["coldcache"]
+    runs = bench.results["coldcache"]
+    cold = summarize([r for r in runs if r["client"] == "gitfleet"])
+    plain = summarize([r for r in runs if r["client"] == "gitfleet-nocache"])
+    again = bench.results.get("coldcache-again", [])
+    gz = bench.results.get("coldcache-gzip", [])
+    sizes = [r["cache_bytes"] for r in runs if r["client"] == "gitfleet" and r["ok"]]
+    gz_size = gz[0]["cache_bytes"] if gz and gz[0]["ok"] else None
+    pages = lambda r: r["not_modified"] + r["by_status"].get("200", 0)
+    out = [f"## (coldcache) (a) with plain bodies: {m['owners']} owners, {m['expected']:,} repositories, "
+           f"{m['pages']} pages, the emulator started with `--no-gzip`", "",
+           "gitfleet with a fresh cache and gitfleet `--no-cache`, alternating; then each filled cache once "
+           "more.", "",
+           "| run | wall s | CPU s | peak RSS MB | vs --no-cache (wall / CPU) | notes |",
+           "|---|---:|---:|---:|---|---|"]
+    for title, s in (("fresh cache", cold), ("`--no-cache`", plain)):
+        notes = [f"wall {fmt(s['wall_min'])}–{fmt(s['wall_max'])} s over {s['ok']} runs"]
+        if s["failed"]:
+            notes.insert(0, f"**FAILED** in {len(s['failed'])} of {s['n']} runs")
+        if s is cold and sizes:
+            notes.append(f"cache file {med(sizes) / 1e6:.1f} MB"
+                         + (f" ({med(sizes) / gz_size:.2f}× the {gz_size / 1e6:.1f} MB the same job leaves "
+                            "when the emulator gzips)" if gz_size else ""))
+        out.append(f"| {title} | {fmt(s['wall'])} | {fmt(s['cpu'])} | {fmt(s['rss'], 1)} | "
+                   f"{ratio(s['wall'], plain['wall'])} / {ratio(s['cpu'], plain['cpu'])} | {'; '.join(notes)} |")
+    if again:
+        s = summarize(again)
+        all_304 = all(r["ok"] and r["not_modified"] == pages(r) for r in again)
+        same = all(r.get("same_output") for r in again)
+        out.append(f"| again, cache filled | {fmt(s['wall'])} | {fmt(s['cpu'])} | {fmt(s['rss'], 1)} | "
+                   f"{ratio(s['wall'], plain['wall'])} / {ratio(s['cpu'], plain['cpu'])} | "
+                   f"{'every page 304' if all_304 else '**not every page 304**'}; "
+                   f"{'the same records' if same else '**records differ**'} in {len(again)} of {len(again)} runs |")
+    return out
+
+
 def noise_line(bench: "Bench") -> str:
     """How much CPU other processes took during the timed runs (from /proc/stat, less the
     client's and the emulator's own): the bench is only as good as the machine is quiet."""
@@ -806,7 +895,7 @@ def machine_and_versions(bench: "Bench") -> list[str]:
         "@octokit/plugin-paginate-rest", "@octokit/request", "bottleneck"))
     pyg = sh([bench.pygithub_python, "-c",
               "import importlib.metadata as m, sys; print(m.version('PyGithub'), m.version('requests'), "
-              "m.version('urllib3'), sys.version.split()[0])"]).split()
+              "m.version('urllib3'), sys.version.split()[0])"]).split() if bench.pygithub_python else []
     pyg += ["?"] * (4 - len(pyg))
     return [
         "## Machine", "",
@@ -877,6 +966,8 @@ def render(bench: "Bench", want: set, elapsed: float, command: str) -> str:
                 "gitfleet starts each run with a copy of the cache a run of (a) filled, and revalidates with "
                 "conditional requests; octokit and PyGithub have no persistent cache, so for them this is (a) "
                 "run again (same emulator as (a)).", ""] + table("d", bench) + [""]
+    if "coldcache" in want and bench.results.get("coldcache"):
+        out += section_coldcache(bench) + [""]
     out += machine_and_versions(bench)
     out += ["", "## Command", "", f"`{command}` — the whole bench took {elapsed / 60:.1f} min ({elapsed:.0f} s).", ""]
     return "\n".join(out)
@@ -892,11 +983,11 @@ def main(argv) -> int:
         return 2
     if os.environ.get("BENCH_ONLY") == "scaleout":
         return scaleout.main(gitfleet)  # the scale-out row alone (bench/scaleout.py)
-    want = {w.strip() for w in os.environ.get("BENCH_WORKLOADS", "a,b,c,d,latency,s").split(",") if w.strip()}
-    unknown = want - {"a", "b", "c", "d", "latency", "s"}
+    want = {w.strip() for w in os.environ.get("BENCH_WORKLOADS", "a,b,c,d,latency,coldcache,s").split(",") if w.strip()}
+    unknown = want - {"a", "b", "c", "d", "latency", "coldcache", "s"}
     if unknown:
         print(f"bench: unknown workload(s) in BENCH_WORKLOADS: {', '.join(sorted(unknown))} "
-              "(use a, b, c, d, latency, s)", file=sys.stderr)
+              "(use a, b, c, d, latency, coldcache, s)", file=sys.stderr)
         return 2
     command = " ".join(
         [f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_WORKLOADS") if k in os.environ]
@@ -906,7 +997,7 @@ def main(argv) -> int:
     work = Path(tempfile.mkdtemp(prefix="gitfleet-bench-"))
     started = time.time()
     try:
-        bench = Bench(gitfleet, work)
+        bench = Bench(gitfleet, work, peers=bool(want & {"a", "b", "c", "d"}))
         log(f"{bench.rounds} rounds; scratch in {work}")
         if want & {"a", "d"}:
             bench.workload_a_d(want)  # (d) reuses (a)'s emulator and gitfleet cache
@@ -916,6 +1007,8 @@ def main(argv) -> int:
             bench.workload_c()
         if "latency" in want:
             bench.workload_latency()
+        if "coldcache" in want:
+            bench.workload_coldcache()
     finally:
         if os.environ.get("BENCH_KEEP"):
             log(f"kept {work}")

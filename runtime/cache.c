@@ -6,27 +6,29 @@
  *                      'bytes' (sum of entries.size, kept by triggers so
  *                      that every process sharing the file sees the same
  *                      total, read in O(1) inside each store's transaction:
- *                      eviction never scans), 'created_at'
+ *                      eviction never scans), 'created_at', 'dropped'
+ *                      (stores runs could not write in time), memos
  *   entries(...)       one row per (method, url, credential): validators,
- *                      size, stored_at, used_at (indexed, for LRU), checksum
+ *                      size, stored_at, used_at (indexed, for LRU),
+ *                      checksum, codec and plain_size (a body that came
+ *                      plain is stored deflated: see zpack.h)
  *   bodies(id, headers, body)   the two blobs of entry id, apart: SQLite
  *                      rewrites a whole record on any update, and marking
  *                      a 500 KB entry used must not rewrite 500 KB
  *
  * PRAGMA application_id marks the file as ours and PRAGMA user_version is
  * the schema version. Each row carries a 64-bit checksum (XXH64) over its
- * key, validators, headers and body: SQLite does not check the content of
- * pages, and a damaged body must never be served as an answer.
+ * key, validators, headers and body as stored: SQLite does not check the
+ * content of pages, and a damaged body must never be served as an answer.
  *
  * Failures: a file that is damaged (not a database, SQLITE_CORRUPT, a
  * failing quick_check, a checksum mismatch) or that cannot be read is moved
  * aside to PATH.corrupt-EPOCH and a new one is started; this happens at
  * open, and once more at most during a run. A write that fails (disk full,
  * read-only file, I/O error) stops all writing for the run, with one
- * warning; lookups go on while they work. Writes never wait for another
- * process's lock during the run: they are kept in memory until the file is
- * free (see "writes"). Nothing here ever fails a request: at worst it
- * misses. */
+ * warning; lookups go on while they work. Writes happen on a writer
+ * thread with its own connection, never on the caller's (see "writes").
+ * Nothing here ever fails a request: at worst it misses. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -35,6 +37,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -47,12 +50,14 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+#include <threads.h>
 
 #include "log.h"
 #include "sha256.h"
+#include "zpack.h"
 
 #define APP_ID 0x47664c74        /* "GfLt" */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2 /* 2: bodies may be deflated (entries.codec) */
 #define BUSY_TIMEOUT_MS 2000
 #define DEFAULT_MAX_SIZE (256LL << 20)
 #define EVICT_BATCH 256
@@ -65,6 +70,9 @@ static const char *const SCHEMA =
     " etag TEXT, last_modified TEXT,"
     " size INTEGER NOT NULL, stored_at REAL NOT NULL, used_at REAL NOT NULL,"
     " checksum INTEGER NOT NULL,"
+    /* codec 1: the body is stored deflated (zpack.h), plain_size long
+     * once inflated; 0: stored as it came. size counts stored bytes. */
+    " codec INTEGER NOT NULL DEFAULT 0, plain_size INTEGER NOT NULL DEFAULT 0,"
     " UNIQUE(method, url, credential));"
     /* Covers eviction (oldest first) and the sum of sizes. */
     "CREATE INDEX entries_used_at ON entries(used_at, size);"
@@ -94,6 +102,7 @@ enum {
     ST_ROLLBACK,
     ST_MEMO_GET,
     ST_MEMO_SET,
+    ST_DROPPED,
     NSTMT
 };
 
@@ -101,14 +110,15 @@ static const char *const STMT_SQL[NSTMT] = {
     /* length() of a blob reads no content: a large body is not loaded
      * here but read into the caller's buffer (see fleet_cache_lookup). */
     [ST_LOOKUP] = "SELECT e.id, e.etag, e.last_modified, e.checksum, b.headers, length(b.body),"
-                  " CASE WHEN length(b.body) <= 16384 THEN b.body END, b.id"
+                  " CASE WHEN length(b.body) <= 16384 THEN b.body END, b.id, e.codec, e.plain_size"
                   " FROM entries e LEFT JOIN bodies b ON b.id = e.id"
                   " WHERE e.method = 'GET' AND e.url = ?1 AND e.credential = ?2",
     [ST_STORE] = "INSERT INTO entries(method, url, credential, etag, last_modified, size, stored_at, used_at,"
-                 " checksum) VALUES('GET', ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)"
+                 " checksum, codec, plain_size) VALUES('GET', ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
                  " ON CONFLICT(method, url, credential) DO UPDATE SET etag = excluded.etag,"
                  " last_modified = excluded.last_modified, size = excluded.size,"
-                 " stored_at = excluded.stored_at, used_at = excluded.used_at, checksum = excluded.checksum"
+                 " stored_at = excluded.stored_at, used_at = excluded.used_at, checksum = excluded.checksum,"
+                 " codec = excluded.codec, plain_size = excluded.plain_size"
                  " RETURNING id",
     [ST_BODY] = "INSERT INTO bodies(id, headers, body) VALUES(?1, ?2, ?3)"
                 " ON CONFLICT(id) DO UPDATE SET headers = excluded.headers, body = excluded.body",
@@ -124,6 +134,8 @@ static const char *const STMT_SQL[NSTMT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_MEMO_GET] = "SELECT value FROM meta WHERE key = 'memo:' || ?1",
     [ST_MEMO_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES('memo:' || ?1, ?2)",
+    [ST_DROPPED] = "INSERT INTO meta(key, value) VALUES('dropped', ?1)"
+                   " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
 };
 
 struct fleet_cache {
@@ -145,14 +157,42 @@ struct fleet_cache {
                          hashes already handed out stay valid */
     char error[256];  /* the last failure, for fleet_cache_error */
 
-    /* Writes not yet in the file (see "writes" below), oldest first. */
-    struct pending *pending, **pending_tail;
-    size_t pending_bytes;
+    /* Writes not yet in the file (see "writes" below). Everything from
+     * here on is shared with the writer thread, under lock. */
+    mtx_t lock;
+    cnd_t wake_writer; /* work queued, or time to stop */
+    cnd_t written;         /* a batch went in (or failed) */
+    struct pending *pending, **pending_tail; /* queued, oldest first */
+    struct pending *writing;   /* the batch the writer has taken: still
+                                  seen by lookups until it is in the file */
+    size_t queued_bytes;       /* of pending and writing together */
+    struct fleet_cache *writer_conn; /* the writer's own connection */
+    thrd_t writer;
+    bool writer_started;
+    bool stopping;             /* close: write what is left, then end */
+    bool abandon;              /* close waited long enough: end now */
+    unsigned generation;       /* bumped when the file was replaced: the
+                                  writer reopens its connection */
+    long long dropped;         /* stores dropped this run (queue full, or
+                                  left over at close) */
+    long long dropped_saved;   /* ... of which counted in the file */
+    struct spare_block {
+        char *data;
+        size_t cap;
+    } spares[16];              /* data blocks written out, for new stores */
+    int nspares;
+    size_t spare_bytes;
+    int writer_rc;             /* a failed batch's code, for the caller's
+                                  thread to act on (log, recover) */
+    char writer_why[256];
 };
 
 struct pending;
-static void flush(struct fleet_cache *c, bool wait);
-static void drop_pending(struct fleet_cache *c);
+static void file_replaced(struct fleet_cache *c);
+static void settle_writer(struct fleet_cache *c);
+static void stop_writer(struct fleet_cache *c);
+static void discard_queue(struct fleet_cache *c);
+static int add_dropped(struct fleet_cache *c, long long n);
 static int lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e);
 
 /* ------------------------------------------------------------ helpers */
@@ -820,6 +860,18 @@ static enum open_result open_or_replace(struct fleet_cache *c)
     return r;
 }
 
+static void free_cache(struct fleet_cache *c)
+{
+    for (int i = 0; i < c->nspares; i++)
+        free(c->spares[i].data);
+    explicit_bzero(c->salt, sizeof c->salt);
+    mtx_destroy(&c->lock);
+    cnd_destroy(&c->wake_writer);
+    cnd_destroy(&c->written);
+    free(c->path);
+    free(c);
+}
+
 struct fleet_cache *fleet_cache_open(const char *path, long long max_size)
 {
     if (!path || !*path) {
@@ -834,17 +886,18 @@ struct fleet_cache *fleet_cache_open(const char *path, long long max_size)
     }
     c->max_size = max_size > 0 ? max_size : DEFAULT_MAX_SIZE;
     c->pending_tail = &c->pending;
+    mtx_init(&c->lock, mtx_plain);
+    cnd_init(&c->wake_writer);
+    cnd_init(&c->written);
     if (make_parents(path) != 0) {
         fleet_log(FLEET_LOG_WARN, "cannot create the folder of cache file %s (%s); running without a cache", path,
                   strerror(errno));
-        free(c->path);
-        free(c);
+        free_cache(c);
         return NULL;
     }
     if (open_or_replace(c) != OPEN_OK) {
         fleet_log(FLEET_LOG_WARN, "cannot use cache file %s (%s); running without a cache", path, c->error);
-        free(c->path);
-        free(c);
+        free_cache(c);
         return NULL;
     }
     return c;
@@ -854,11 +907,18 @@ void fleet_cache_close(struct fleet_cache *c)
 {
     if (!c)
         return;
-    flush(c, true);
+    stop_writer(c);
+    /* Stores dropped since the writer's last batch: counted now. */
+    long long unsaved = c->dropped - c->dropped_saved;
+    if (unsaved > 0 && c->db && !c->dead && !c->no_writes && add_dropped(c, unsaved) != SQLITE_DONE)
+        fleet_log(FLEET_LOG_DEBUG, "cache file %s: cannot count dropped stores: %s", c->path, sqlite3_errmsg(c->db));
+    if (c->dropped > 0)
+        fleet_log(FLEET_LOG_INFO,
+                  "cache: %lld response%s not stored (the disk fell behind the network, or the file stayed"
+                  " locked); they are fetched in full next time",
+                  c->dropped, c->dropped == 1 ? " was" : "s were");
     close_db(c);
-    explicit_bzero(c->salt, sizeof c->salt);
-    free(c->path);
-    free(c);
+    free_cache(c);
 }
 
 /* ------------------------------------------------- failures mid-run */
@@ -878,6 +938,7 @@ static void recover(struct fleet_cache *c, const char *why)
     c->keep_salt = true;
     enum open_result r = replace_damaged(c, why, false);
     c->keep_salt = false;
+    file_replaced(c);
     if (r != OPEN_OK) {
         close_db(c);
         c->dead = true;
@@ -908,6 +969,7 @@ static void failed(struct fleet_cache *c, int rc, const char *msg, const char *o
          * new file at the same path is the one to use. */
         c->recovered = true;
         close_db(c);
+        file_replaced(c);
         if (open_db(c) != OPEN_OK) {
             close_db(c);
             c->dead = true;
@@ -1003,7 +1065,10 @@ bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *cred
     if (!c || c->dead || !url || !e)
         return false;
     const char *cred = credential ? credential : "";
-    int queued = c->pending ? lookup_pending(c, url, cred, e) : -1;
+    settle_writer(c);
+    if (c->dead)
+        return false;
+    int queued = lookup_pending(c, url, cred, e);
     if (queued >= 0)
         return queued == 1;
     sqlite3_stmt *s = c->st[ST_LOOKUP];
@@ -1040,6 +1105,11 @@ bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *cred
         goto damaged;
     }
     e->body_len = (size_t)body_len;
+    sqlite3_int64 codec = sqlite3_column_int64(s, 8), plain_size = sqlite3_column_int64(s, 9);
+    if (codec < 0 || codec > 1 || plain_size < 0 || plain_size > INT32_MAX) {
+        damage = "an entry has an unknown encoding or size";
+        goto damaged;
+    }
     if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
         /* A small body, read along with the row. */
         const void *body = sqlite3_column_blob(s, 6);
@@ -1073,6 +1143,21 @@ bool fleet_cache_lookup(struct fleet_cache *c, const char *url, const char *cred
                        e->body_len) != sum) {
         damage = "an entry does not match its checksum";
         goto damaged;
+    }
+    if (codec == 1) {
+        /* Stored deflated: the caller gets the body as it came. */
+        char *plain = malloc((size_t)plain_size + 1);
+        if (!plain)
+            goto oom;
+        if (!fleet_zunpack(e->body, e->body_len, plain, (size_t)plain_size)) {
+            free(plain);
+            damage = "an entry's body does not inflate to its size";
+            goto damaged;
+        }
+        plain[plain_size] = 0;
+        free(e->body);
+        e->body = plain;
+        e->body_len = (size_t)plain_size;
     }
     sqlite3_reset(s);
     return true;
@@ -1175,54 +1260,108 @@ static int evict(struct fleet_cache *c, sqlite3_int64 keep, long long *total)
 
 /* ------------------------------------------------------------ writes
  *
- * The event loop must not wait for another process's write lock (with two
- * gitfleet processes on one file, SQLite's busy handler would put the loop
- * to sleep for a good part of the run). So a store, touch or memo is
- * written at once without waiting if the file is free and nothing is
- * queued; otherwise a copy joins the queue, and every write call tries,
- * without waiting, to put the whole queue into the file in one
- * transaction. Only past PENDING_MAX bytes, and at close, does a flush
- * wait (up to the busy timeout). Lookups and memo reads see the queue. */
+ * The event loop never writes to the file: a transfer must not wait for
+ * the disk (nor for another process's write lock). A store, touch or memo
+ * joins a queue, a store's headers and body copied once, into one block;
+ * a writer thread with a connection of its own takes what is queued, a
+ * batch at a time, deflates the plain bodies (zpack.h) and writes the
+ * batch in one transaction, waiting for another process's lock if it must.
+ * Lookups and memo reads see the queue and the batch being written.
+ *
+ * The queue holds QUEUE_MAX bytes at most: past that the oldest queued
+ * stores are dropped (never a touch or memo), and counted in the file
+ * (meta 'dropped', shown by `gitfleet cache stats`). Close waits up to
+ * CLOSE_WAIT_S for the queue to drain, then drops what is left. */
 
-#define PENDING_MAX (32u << 20)
+#define QUEUE_MAX (64u << 20)
+#define BATCH_MAX (8u << 20)
+#define CLOSE_WAIT_S 5
+#define BUSY_RETRY_MS 20
 
 enum pending_kind { PENDING_STORE, PENDING_TOUCH, PENDING_MEMO };
 
-/* One write. Queued ones own their strings and buffers (copy_pending);
- * one written at once points at the caller's. */
+/* One queued write; it owns its strings and its data block. */
 struct pending {
     struct pending *next;
     enum pending_kind kind;
-    const char *url;             /* the memo's key for PENDING_MEMO */
+    char *url;                   /* the memo's key for PENDING_MEMO */
     char cred[65];
-    const char *etag, *last_modified;
-    const char *text;            /* PENDING_MEMO: "<epoch> <value>" */
-    const char *headers, *body;
+    char *etag, *last_modified;
+    char *text;                  /* PENDING_MEMO: "<epoch> <value>" */
+    char *data;                  /* headers, then body, then a NUL */
+    size_t data_cap;             /* data's allocated size */
     size_t headers_len, body_len;
     bool too_large;              /* a store beyond max_size: deletes the entry */
     double used_at;
+    /* The writer's alone, while the entry is in its batch: */
+    bool pack_tried;
+    unsigned char *packed;       /* the body deflated, or NULL: stored as is */
+    size_t packed_len;
 };
+
+static size_t pending_size(const struct pending *p) { return sizeof *p + p->headers_len + p->body_len; }
 
 static void pending_free(struct pending *p)
 {
-    free((void *)p->url);
-    free((void *)p->etag);
-    free((void *)p->last_modified);
-    free((void *)p->text);
-    free((void *)p->headers);
-    free((void *)p->body);
+    free(p->url);
+    free(p->etag);
+    free(p->last_modified);
+    free(p->text);
+    free(p->data);
+    free(p->packed);
     free(p);
 }
 
-static void drop_pending(struct fleet_cache *c)
+static void free_list(struct pending *p)
 {
-    while (c->pending) {
-        struct pending *p = c->pending;
-        c->pending = p->next;
+    while (p) {
+        struct pending *next = p->next;
         pending_free(p);
+        p = next;
     }
-    c->pending_tail = &c->pending;
-    c->pending_bytes = 0;
+}
+
+/* Data blocks are recycled: copying a body into memory already touched
+ * costs no page faults, where a fresh block of a few hundred KiB costs a
+ * hundred of them, as much as the copy itself. Sizes are rounded up so
+ * that a block fits the next pages, which are of about the same size. */
+#define SPARE_BYTES (16u << 20)
+#define BLOCK_ROUND (64u << 10)
+
+static char *take_block(struct fleet_cache *c, size_t need, size_t *cap)
+{
+    mtx_lock(&c->lock);
+    int best = -1;
+    for (int i = 0; i < c->nspares; i++)
+        if (c->spares[i].cap >= need && (best < 0 || c->spares[i].cap < c->spares[best].cap))
+            best = i;
+    if (best >= 0) {
+        char *data = c->spares[best].data;
+        *cap = c->spares[best].cap;
+        c->spare_bytes -= *cap;
+        c->spares[best] = c->spares[--c->nspares];
+        mtx_unlock(&c->lock);
+        return data;
+    }
+    mtx_unlock(&c->lock);
+    *cap = need > SIZE_MAX - BLOCK_ROUND ? need : (need + BLOCK_ROUND - 1) / BLOCK_ROUND * BLOCK_ROUND;
+    return malloc(*cap);
+}
+
+/* Frees a written batch, keeping its blocks for new stores. */
+static void recycle_list(struct fleet_cache *c, struct pending *p)
+{
+    mtx_lock(&c->lock);
+    for (struct pending *q = p; q; q = q->next) {
+        int n = (int)(sizeof c->spares / sizeof *c->spares);
+        if (q->data && q->data_cap >= BLOCK_ROUND && c->nspares < n && c->spare_bytes + q->data_cap <= SPARE_BYTES) {
+            c->spares[c->nspares++] = (struct spare_block){q->data, q->data_cap};
+            c->spare_bytes += q->data_cap;
+            q->data = NULL;
+        }
+    }
+    mtx_unlock(&c->lock);
+    free_list(p);
 }
 
 static char *dup_or_null(const char *s, bool *ok)
@@ -1233,26 +1372,41 @@ static char *dup_or_null(const char *s, bool *ok)
     return d;
 }
 
-/* A heap copy of p that owns its data, or NULL (out of memory). */
-static struct pending *copy_pending(const struct pending *p)
+/* A queued write owning copies of its strings; headers and body (for a
+ * store) copied once, into one block. NULL when out of memory. */
+static struct pending *new_pending(struct fleet_cache *c, enum pending_kind kind, const char *url,
+                                   const char *cred, const char *etag, const char *last_modified, const char *text,
+                                   const char *headers, size_t headers_len, const char *body, size_t body_len)
 {
-    struct pending *q = malloc(sizeof *q);
-    if (!q)
+    struct pending *p = calloc(1, sizeof *p);
+    if (!p)
         return NULL;
-    *q = *p;
-    q->next = NULL;
+    p->kind = kind;
+    snprintf(p->cred, sizeof p->cred, "%s", cred ? cred : "");
     bool ok = true;
-    q->url = dup_or_null(p->url, &ok);
-    q->etag = dup_or_null(p->etag, &ok);
-    q->last_modified = dup_or_null(p->last_modified, &ok);
-    q->text = dup_or_null(p->text, &ok);
-    q->headers = p->headers ? copy_bytes(p->headers, p->headers_len) : NULL;
-    q->body = p->body ? copy_bytes(p->body, p->body_len) : NULL;
-    if (!ok || (p->headers && !q->headers) || (p->body && !q->body)) {
-        pending_free(q);
+    p->url = dup_or_null(url, &ok);
+    p->etag = dup_or_null(etag, &ok);
+    p->last_modified = dup_or_null(last_modified, &ok);
+    p->text = dup_or_null(text, &ok);
+    if (kind == PENDING_STORE && ok) {
+        if (headers_len + body_len + 1 <= headers_len ||
+            !(p->data = take_block(c, headers_len + body_len + 1, &p->data_cap))) {
+            ok = false;
+        } else {
+            if (headers_len)
+                memcpy(p->data, headers, headers_len);
+            if (body_len)
+                memcpy(p->data + headers_len, body, body_len);
+            p->data[headers_len + body_len] = 0;
+            p->headers_len = headers_len;
+            p->body_len = body_len;
+        }
+    }
+    if (!ok) {
+        pending_free(p);
         return NULL;
     }
-    return q;
+    return p;
 }
 
 static int apply_store(struct fleet_cache *c, const struct pending *p, const char **op)
@@ -1264,10 +1418,13 @@ static int apply_store(struct fleet_cache *c, const struct pending *p, const cha
         sqlite3_bind_text(st[ST_DELETE], 2, p->cred, -1, SQLITE_STATIC);
         return run(st[ST_DELETE]);
     }
+    const char *headers = p->data;
+    const void *body = p->packed ? (const void *)p->packed : (const void *)(p->data + p->headers_len);
+    size_t body_len = p->packed ? p->packed_len : p->body_len;
     sqlite3_stmt *s = st[ST_STORE];
     int64_t sum = entry_checksum(p->url, p->cred, p->etag, p->etag ? strlen(p->etag) : 0, p->last_modified,
-                                 p->last_modified ? strlen(p->last_modified) : 0, p->headers, p->headers_len,
-                                 p->body, p->body_len);
+                                 p->last_modified ? strlen(p->last_modified) : 0, headers, p->headers_len, body,
+                                 body_len);
     sqlite3_bind_text(s, 1, p->url, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, p->cred, -1, SQLITE_STATIC);
     if (p->etag)
@@ -1278,9 +1435,11 @@ static int apply_store(struct fleet_cache *c, const struct pending *p, const cha
         sqlite3_bind_text(s, 4, p->last_modified, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(s, 4);
-    sqlite3_bind_int64(s, 5, (sqlite3_int64)(p->headers_len + p->body_len));
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)(p->headers_len + body_len));
     sqlite3_bind_double(s, 6, p->used_at);
     sqlite3_bind_int64(s, 7, sum);
+    sqlite3_bind_int(s, 8, p->packed ? 1 : 0);
+    sqlite3_bind_int64(s, 9, (sqlite3_int64)p->body_len);
     sqlite3_int64 id = -1;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -1296,8 +1455,8 @@ static int apply_store(struct fleet_cache *c, const struct pending *p, const cha
     *op = "store body";
     sqlite3_stmt *b = st[ST_BODY]; /* an upsert: a body of the same size is overwritten in place */
     sqlite3_bind_int64(b, 1, id);
-    sqlite3_bind_blob64(b, 2, p->headers_len ? p->headers : "", p->headers_len, SQLITE_STATIC);
-    sqlite3_bind_blob64(b, 3, p->body_len ? p->body : "", p->body_len, SQLITE_STATIC);
+    sqlite3_bind_blob64(b, 2, p->headers_len ? headers : "", p->headers_len, SQLITE_STATIC);
+    sqlite3_bind_blob64(b, 3, body_len ? body : "", body_len, SQLITE_STATIC);
     rc = run(b);
     sqlite3_clear_bindings(b);
     long long total = 0;
@@ -1334,21 +1493,29 @@ static int apply(struct fleet_cache *c, const struct pending *p, const char **op
     return SQLITE_MISUSE;
 }
 
-/* Writes the list from first in one transaction. wait: let SQLite's busy
- * handler wait for another process's lock. Returns SQLITE_DONE, or the
- * failing code with the transaction rolled back, *op naming the step and
- * msg SQLite's words. */
-static int write_batch(struct fleet_cache *c, const struct pending *first, bool wait, const char **op,
+/* Adds n to the file's count of dropped stores (inside a transaction, or
+ * on its own). */
+static int add_dropped(struct fleet_cache *c, long long n)
+{
+    sqlite3_bind_int64(c->st[ST_DROPPED], 1, n);
+    return run(c->st[ST_DROPPED]);
+}
+
+/* Writes the list from first, and drops more dropped stores to count, in
+ * one transaction, letting SQLite's busy handler wait for another
+ * process's lock. Returns SQLITE_DONE, or the failing code with the
+ * transaction rolled back, *op naming the step and msg SQLite's words. */
+static int write_batch(struct fleet_cache *c, const struct pending *first, long long drops, const char **op,
                        char msg[200])
 {
     *op = "begin";
-    if (!wait)
-        sqlite3_busy_timeout(c->db, 0);
     int rc = run(c->st[ST_BEGIN]);
-    if (!wait)
-        sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
     for (const struct pending *p = first; p && rc == SQLITE_DONE; p = p->next)
         rc = apply(c, p, op);
+    if (rc == SQLITE_DONE && drops > 0) {
+        *op = "count dropped stores";
+        rc = add_dropped(c, drops);
+    }
     if (rc == SQLITE_DONE) {
         *op = "commit";
         rc = run(c->st[ST_COMMIT]);
@@ -1360,73 +1527,306 @@ static int write_batch(struct fleet_cache *c, const struct pending *first, bool 
     return rc;
 }
 
-/* Puts the queue into the file. wait: as write_batch; otherwise a busy
- * file leaves it queued (unless it has grown past PENDING_MAX). */
-static void flush(struct fleet_cache *c, bool wait)
+/* ---------------------------------------------------- the writer thread */
+
+/* A batch the writer could not write: kept for the caller's thread, which
+ * logs and acts on it (settle_writer). Under lock. */
+static void writer_failed(struct fleet_cache *c, int rc, const char *op, const char *msg)
 {
-    if (!c->pending)
-        return;
-    if (c->dead || c->no_writes) {
-        drop_pending(c);
-        return;
-    }
-    const char *op;
-    char msg[200];
-    int rc = write_batch(c, c->pending, wait, &op, msg);
-    if (rc == SQLITE_DONE) {
-        drop_pending(c);
-        return;
-    }
-    if (classify(rc) == E_BUSY) {
-        if (!wait && c->pending_bytes > PENDING_MAX) {
-            flush(c, true);
-        } else if (wait) {
-            fleet_log(FLEET_LOG_DEBUG, "cache file %s busy; %zu bytes of responses were not stored", c->path,
-                      c->pending_bytes);
-            drop_pending(c);
-        }
-        return;
-    }
-    drop_pending(c);
-    failed(c, rc, msg, op, true);
+    if (c->writer_rc)
+        return; /* the first one says it */
+    c->writer_rc = rc;
+    snprintf(c->writer_why, sizeof c->writer_why, "%s: %s", op, msg);
 }
 
-/* Writes p (pointing at the caller's data): at once when nothing is
- * queued and the file is free, else by queueing a copy. */
-static void submit(struct fleet_cache *c, const struct pending *p)
+/* Writes one batch with the writer's connection w (outside the lock).
+ * reopen: the file was replaced since w opened it. */
+static int write_out(struct fleet_cache *w, struct pending *batch, long long drops,
+                     bool reopen, const char **op, char msg[200])
 {
-    if (!c->pending) {
-        const char *op;
-        char msg[200];
-        int rc = write_batch(c, p, false, &op, msg);
-        if (rc == SQLITE_DONE)
-            return;
-        if (classify(rc) != E_BUSY) {
-            failed(c, rc, msg, op, true);
-            return;
+    for (int attempt = 0;; attempt++) {
+        if (reopen || !w->db) {
+            close_db(w);
+            *op = "open";
+            enum open_result r = open_db(w);
+            if (r != OPEN_OK) {
+                snprintf(msg, 200, "%.199s", w->error);
+                return r == OPEN_DAMAGED ? SQLITE_CORRUPT : SQLITE_CANTOPEN;
+            }
         }
+        for (struct pending *p = batch; p; p = p->next)
+            if (p->kind == PENDING_STORE && !p->too_large && !p->pack_tried) {
+                p->pack_tried = true;
+                fleet_zpack(p->data + p->headers_len, p->body_len, &p->packed, &p->packed_len);
+            }
+        int rc = write_batch(w, batch, drops, op, msg);
+        /* Another process set the damaged file aside: write to the new one. */
+        if (rc != SQLITE_READONLY_DBMOVED || attempt > 0)
+            return rc;
+        reopen = true;
     }
-    struct pending *q = copy_pending(p);
-    if (!q) {
+}
+
+/* Detaches the oldest queued writes, up to BATCH_MAX bytes (one at least),
+ * as the batch being written. Under lock. */
+static struct pending *take_batch(struct fleet_cache *c)
+{
+    struct pending *batch = c->pending, **end = &c->pending;
+    size_t bytes = 0;
+    while (*end && (bytes == 0 || bytes + pending_size(*end) <= BATCH_MAX)) {
+        bytes += pending_size(*end);
+        end = &(*end)->next;
+    }
+    c->pending = *end;
+    *end = NULL;
+    if (!c->pending)
+        c->pending_tail = &c->pending;
+    c->writing = batch;
+    return batch;
+}
+
+static long long count_stores(const struct pending *p)
+{
+    long long n = 0;
+    for (; p; p = p->next)
+        n += p->kind == PENDING_STORE;
+    return n;
+}
+
+static int writer_main(void *arg)
+{
+    struct fleet_cache *c = arg, *w = c->writer_conn;
+    unsigned generation = 0;
+    bool first = true, broken = false;
+    mtx_lock(&c->lock);
+    for (;;) {
+        while (!c->pending && !c->stopping)
+            cnd_wait(&c->wake_writer, &c->lock);
+        if (!c->pending || c->abandon)
+            break;
+        struct pending *batch = take_batch(c);
+        long long drops = c->dropped - c->dropped_saved;
+        bool reopen = !first && generation != c->generation;
+        generation = c->generation;
+        first = false;
+        mtx_unlock(&c->lock);
+
+        const char *op = "write";
+        char msg[200] = "";
+        if (reopen)
+            broken = false;
+        /* Broken: writes have stopped (until the file is replaced). */
+        int rc = broken ? SQLITE_DONE : write_out(w, batch, drops, reopen, &op, msg);
+
+        mtx_lock(&c->lock);
+        c->writing = NULL;
+        if (classify(rc) == E_BUSY && !c->abandon) {
+            /* The lock stayed taken past the busy timeout: try again soon. */
+            struct pending **last = &batch;
+            while (*last)
+                last = &(*last)->next;
+            if (!(*last = c->pending))
+                c->pending_tail = last;
+            c->pending = batch;
+            struct timespec until;
+            timespec_get(&until, TIME_UTC);
+            until.tv_nsec += BUSY_RETRY_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L)
+                until.tv_sec++, until.tv_nsec -= 1000000000L;
+            cnd_broadcast(&c->written);
+            cnd_timedwait(&c->wake_writer, &c->lock, &until);
+            continue;
+        }
+        for (struct pending *p = batch; p; p = p->next)
+            c->queued_bytes -= pending_size(p);
+        if (rc == SQLITE_DONE && !broken) {
+            c->dropped_saved += drops;
+        } else if (classify(rc) == E_BUSY) {
+            c->dropped += count_stores(batch); /* abandoned at close */
+        } else if (rc != SQLITE_DONE) {
+            writer_failed(c, rc, op, msg);
+            broken = true;
+        }
+        mtx_unlock(&c->lock);
+        recycle_list(c, batch);
+        mtx_lock(&c->lock);
+        cnd_broadcast(&c->written);
+    }
+    c->writing = NULL;
+    cnd_broadcast(&c->written);
+    mtx_unlock(&c->lock);
+    close_db(w);
+    return 0;
+}
+
+/* Starts the writer at the first write (a run that only reads, or `cache
+ * stats`, has no thread). */
+static bool start_writer(struct fleet_cache *c)
+{
+    if (c->writer_started)
+        return true;
+    struct fleet_cache *w = calloc(1, sizeof *w);
+    if (!w || !(w->path = strdup(c->path))) {
+        free(w);
+        return false;
+    }
+    w->max_size = c->max_size;
+    c->writer_conn = w;
+    /* Signals are the event loop's (SIGINT, SIGTERM, the script timeout):
+     * the writer starts with all of them blocked, so none lands on it. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = thrd_create(&c->writer, writer_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != thrd_success) {
+        free(w->path);
+        free(w);
+        c->writer_conn = NULL;
+        return false;
+    }
+    c->writer_started = true;
+    return true;
+}
+
+/* Waits, up to seconds, until nothing is queued or being written.
+ * Returns true if so. Under lock. */
+static bool wait_written(struct fleet_cache *c, int seconds)
+{
+    struct timespec until;
+    timespec_get(&until, TIME_UTC);
+    until.tv_sec += seconds;
+    while ((c->pending || c->writing) && c->writer_started)
+        if (cnd_timedwait(&c->written, &c->lock, &until) == thrd_timedout)
+            break;
+    return !c->pending && !c->writing;
+}
+
+/* Acts, on the caller's thread, on what the writer met: a damaged file is
+ * replaced (once), any other failure stops writes with one warning. */
+static void settle_writer(struct fleet_cache *c)
+{
+    mtx_lock(&c->lock);
+    int rc = c->writer_rc;
+    char why[sizeof c->writer_why];
+    snprintf(why, sizeof why, "%s", c->writer_why);
+    c->writer_rc = 0;
+    mtx_unlock(&c->lock);
+    if (!rc)
+        return;
+    if (classify(rc) == E_CORRUPT && !c->dead)
+        recover(c, why);
+    else
+        stop_writes(c, why);
+}
+
+/* The file was replaced under this process: the writer reopens too. */
+static void file_replaced(struct fleet_cache *c)
+{
+    mtx_lock(&c->lock);
+    c->generation++;
+    mtx_unlock(&c->lock);
+}
+
+/* Drops the oldest queued stores until need more bytes fit. Under lock. */
+static void drop_oldest(struct fleet_cache *c, size_t need)
+{
+    struct pending **pp = &c->pending;
+    while (*pp && c->queued_bytes + need > QUEUE_MAX) {
+        struct pending *p = *pp;
+        if (p->kind != PENDING_STORE) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        c->queued_bytes -= pending_size(p);
+        c->dropped++;
+        pending_free(p);
+    }
+    c->pending_tail = &c->pending;
+    while (*c->pending_tail)
+        c->pending_tail = &(*c->pending_tail)->next;
+}
+
+/* Hands p to the writer (p is the queue's from here on). */
+static void enqueue(struct fleet_cache *c, struct pending *p)
+{
+    if (!p) {
         fleet_log(FLEET_LOG_DEBUG, "cache: out of memory; a response was not stored");
         return;
     }
-    *c->pending_tail = q;
-    c->pending_tail = &q->next;
-    c->pending_bytes += sizeof *q + q->headers_len + q->body_len;
-    if (q != c->pending) /* it joined a queue: try that; a new queue waits for the next write */
-        flush(c, false);
+    mtx_lock(&c->lock);
+    if (!start_writer(c)) {
+        mtx_unlock(&c->lock);
+        pending_free(p);
+        stop_writes(c, "cannot start its writer thread");
+        return;
+    }
+    size_t size = pending_size(p);
+    if (c->queued_bytes + size > QUEUE_MAX)
+        drop_oldest(c, size);
+    if (p->kind == PENDING_STORE && c->queued_bytes + size > QUEUE_MAX) {
+        c->dropped++; /* the writer's batch alone fills the queue */
+        mtx_unlock(&c->lock);
+        pending_free(p);
+        return;
+    }
+    *c->pending_tail = p;
+    c->pending_tail = &p->next;
+    c->queued_bytes += size;
+    cnd_signal(&c->wake_writer);
+    mtx_unlock(&c->lock);
+}
+
+/* Ends the writer: what is queued is written, for up to CLOSE_WAIT_S;
+ * what is left then is dropped (and counted). */
+static void stop_writer(struct fleet_cache *c)
+{
+    if (!c->writer_started)
+        return;
+    mtx_lock(&c->lock);
+    c->stopping = true;
+    cnd_signal(&c->wake_writer);
+    if (!wait_written(c, CLOSE_WAIT_S)) {
+        c->abandon = true;
+        c->dropped += count_stores(c->pending);
+        free_list(c->pending);
+        c->pending = NULL;
+        c->pending_tail = &c->pending;
+        cnd_signal(&c->wake_writer);
+    }
+    mtx_unlock(&c->lock);
+    thrd_join(c->writer, NULL);
+    c->writer_started = false;
+    free(c->writer_conn->path);
+    free(c->writer_conn);
+    c->writer_conn = NULL;
+    settle_writer(c);
+}
+
+/* Empties the queue without writing it (cache clear). */
+static void discard_queue(struct fleet_cache *c)
+{
+    if (!c->writer_started)
+        return;
+    mtx_lock(&c->lock);
+    free_list(c->pending);
+    c->pending = NULL;
+    c->pending_tail = &c->pending;
+    wait_written(c, CLOSE_WAIT_S);
+    mtx_unlock(&c->lock);
 }
 
 static bool writable(struct fleet_cache *c)
 {
     if (!c || c->dead)
         return false;
+    settle_writer(c);
     if (c->no_writes) {
         stop_writes(c, "the file is read-only");
         return false;
     }
-    return true;
+    return !c->dead;
 }
 
 void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
@@ -1435,35 +1835,49 @@ void fleet_cache_store(struct fleet_cache *c, const char *url, const char *crede
 {
     if (!url || (!etag && !last_modified) || !writable(c))
         return;
-    struct pending p = {.kind = PENDING_STORE, .url = url, .etag = etag, .last_modified = last_modified};
-    snprintf(p.cred, sizeof p.cred, "%s", credential ? credential : "");
     size_t hl = headers ? headers_len : 0, bl = body ? body_len : 0;
-    p.too_large = (long long)(hl + bl) > c->max_size;
-    if (!p.too_large) {
-        p.headers = headers, p.headers_len = hl;
-        p.body = body, p.body_len = bl;
-        p.used_at = next_use(c);
+    bool too_large = (long long)(hl + bl) > c->max_size || hl + bl < hl;
+    struct pending *p = new_pending(c, PENDING_STORE, url, credential, etag, last_modified, NULL, headers,
+                                    too_large ? 0 : hl, body, too_large ? 0 : bl);
+    if (p) {
+        p->too_large = too_large;
+        p->used_at = too_large ? 0 : next_use(c);
     }
-    submit(c, &p);
+    enqueue(c, p);
 }
 
 void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *credential)
 {
     if (!url || !writable(c))
         return;
-    struct pending p = {.kind = PENDING_TOUCH, .url = url, .used_at = next_use(c)};
-    snprintf(p.cred, sizeof p.cred, "%s", credential ? credential : "");
-    submit(c, &p);
+    struct pending *p = new_pending(c, PENDING_TOUCH, url, credential, NULL, NULL, NULL, NULL, 0, NULL, 0);
+    if (p)
+        p->used_at = next_use(c);
+    enqueue(c, p);
 }
 
-/* The newest queued write of kind for (url, cred), or NULL. */
+bool fleet_cache_flush(struct fleet_cache *c)
+{
+    if (!c || !c->writer_started)
+        return true;
+    mtx_lock(&c->lock);
+    bool written = wait_written(c, CLOSE_WAIT_S);
+    mtx_unlock(&c->lock);
+    settle_writer(c);
+    return written;
+}
+
+/* The newest queued (or being written) write of kind for (url, cred), or
+ * NULL. Under lock. */
 static const struct pending *newest_pending(struct fleet_cache *c, enum pending_kind kind, const char *url,
                                             const char *cred)
 {
     const struct pending *found = NULL;
-    for (const struct pending *p = c->pending; p; p = p->next)
-        if (p->kind == kind && strcmp(p->url, url) == 0 && strcmp(p->cred, cred) == 0)
-            found = p;
+    const struct pending *lists[2] = {c->writing, c->pending}; /* older first */
+    for (int i = 0; i < 2; i++)
+        for (const struct pending *p = lists[i]; p; p = p->next)
+            if (p->kind == kind && strcmp(p->url, url) == 0 && strcmp(p->cred, cred) == 0)
+                found = p;
     return found;
 }
 
@@ -1472,23 +1886,28 @@ static const struct pending *newest_pending(struct fleet_cache *c, enum pending_
  * store of (url, cred) is queued and the file has the answer. */
 static int lookup_pending(struct fleet_cache *c, const char *url, const char *cred, struct fleet_cache_entry *e)
 {
-    const struct pending *found = newest_pending(c, PENDING_STORE, url, cred);
-    if (!found)
+    if (!c->writer_started)
         return -1;
-    if (found->too_large)
-        return 0;
-    bool ok = true;
-    e->etag = dup_or_null(found->etag, &ok);
-    e->last_modified = dup_or_null(found->last_modified, &ok);
-    e->headers = copy_bytes(found->headers, found->headers_len);
-    e->headers_len = found->headers_len;
-    e->body = copy_bytes(found->body, found->body_len);
-    e->body_len = found->body_len;
-    if (!ok || !e->headers || !e->body) {
-        fleet_cache_entry_free(e);
-        return 0;
+    mtx_lock(&c->lock);
+    const struct pending *found = newest_pending(c, PENDING_STORE, url, cred);
+    int r = found ? 1 : -1;
+    if (found && found->too_large) {
+        r = 0;
+    } else if (found) {
+        bool ok = true;
+        e->etag = dup_or_null(found->etag, &ok);
+        e->last_modified = dup_or_null(found->last_modified, &ok);
+        e->headers = copy_bytes(found->data, found->headers_len);
+        e->headers_len = found->headers_len;
+        e->body = copy_bytes(found->data + found->headers_len, found->body_len);
+        e->body_len = found->body_len;
+        if (!ok || !e->headers || !e->body) {
+            fleet_cache_entry_free(e);
+            r = 0;
+        }
     }
-    return 1;
+    mtx_unlock(&c->lock);
+    return r;
 }
 
 /* ------------------------------------------------------------- memos */
@@ -1509,9 +1928,14 @@ bool fleet_cache_memo_get(struct fleet_cache *c, const char *key, double max_age
 {
     if (!c || c->dead || !key || outlen == 0)
         return false;
-    const struct pending *queued = newest_pending(c, PENDING_MEMO, key, "");
-    if (queued)
-        return memo_value(queued->text, max_age, out, outlen);
+    if (c->writer_started) {
+        mtx_lock(&c->lock);
+        const struct pending *queued = newest_pending(c, PENDING_MEMO, key, "");
+        bool found = queued && memo_value(queued->text, max_age, out, outlen);
+        mtx_unlock(&c->lock);
+        if (queued)
+            return found;
+    }
     sqlite3_stmt *q = c->st[ST_MEMO_GET];
     sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
     bool found = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT &&
@@ -1527,8 +1951,7 @@ void fleet_cache_memo_set(struct fleet_cache *c, const char *key, const char *va
     char *text = xasprintf("%lld %s", (long long)time(NULL), value);
     if (!text)
         return;
-    struct pending p = {.kind = PENDING_MEMO, .url = key, .text = text};
-    submit(c, &p);
+    enqueue(c, new_pending(c, PENDING_MEMO, key, "", NULL, NULL, text, NULL, 0, NULL, 0));
     free(text);
 }
 
@@ -1541,6 +1964,7 @@ int fleet_cache_stats(struct fleet_cache *c, struct fleet_cache_stats *s)
     memset(s, 0, sizeof *s);
     if (!c)
         return -1;
+    fleet_cache_flush(c); /* what this run stored counts, in the file's size too */
     s->path = c->path;
     s->max_size = c->max_size;
     char *wal = xasprintf("%s-wal", c->path);
@@ -1551,10 +1975,14 @@ int fleet_cache_stats(struct fleet_cache *c, struct fleet_cache_stats *s)
         return -1;
     }
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(c->db, "SELECT count(*), total(size) FROM entries", -1, &q, NULL);
+    int rc = sqlite3_prepare_v2(c->db,
+                                "SELECT count(*), total(size),"
+                                " (SELECT value FROM meta WHERE key = 'dropped') FROM entries",
+                                -1, &q, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
         s->entries = sqlite3_column_int64(q, 0);
         s->bytes = (long long)sqlite3_column_double(q, 1);
+        s->dropped = sqlite3_column_int64(q, 2) + (c->dropped - c->dropped_saved);
         rc = SQLITE_OK;
     }
     if (rc != SQLITE_OK) {
@@ -1580,10 +2008,13 @@ int fleet_cache_clear(struct fleet_cache *c)
         set_error(c, "%s cannot be written", c->path);
         return -1;
     }
-    drop_pending(c);
+    discard_queue(c);
+    mtx_lock(&c->lock);
+    c->dropped_saved = c->dropped; /* the count in the file starts again */
+    mtx_unlock(&c->lock);
     int rc = sqlite3_exec(c->db,
                           "BEGIN IMMEDIATE; DELETE FROM bodies; DELETE FROM entries; UPDATE meta SET value = 0 WHERE key = 'bytes';"
-                          " DELETE FROM meta WHERE key GLOB 'memo:*';"
+                          " DELETE FROM meta WHERE key GLOB 'memo:*'; DELETE FROM meta WHERE key = 'dropped';"
                           " COMMIT;",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {

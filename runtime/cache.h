@@ -31,6 +31,8 @@ struct fleet_cache_stats {
     long long entries;
     long long bytes;     /* bodies and headers stored */
     long long file_size; /* the database file(s) on disk */
+    long long dropped;   /* stores dropped because the writer fell behind
+                            (since the file was made or last cleared) */
     long long max_size;
     const char *path;
 };
@@ -39,6 +41,8 @@ struct fleet_cache_stats {
  * max_size bytes of entries at most. Returns NULL with a warning logged if
  * no cache can be had at all (the run goes on without one). */
 struct fleet_cache *fleet_cache_open(const char *path, long long max_size);
+/* Close writes what is queued, waiting a few seconds at most; stores still
+ * queued then are dropped. Drops of the run are logged (at -v). */
 void fleet_cache_close(struct fleet_cache *c);
 
 /* The credential's identity for cache keys: SHA-256(salt || secret), in
@@ -62,12 +66,21 @@ int fleet_cache_credentials_for(struct fleet_cache *c, const char *url, char (*o
  * a Last-Modified (without either it does nothing); evicts least recently
  * used entries beyond max_size, down to 90 % of it. An entry larger than
  * max_size alone is not stored (and the one it would replace is removed).
- * The caller's buffers are not kept. While another process holds the
- * file's write lock, stores, touches and memos wait in memory (lookups see
- * them) and reach the file with a later write or at close. */
+ * The caller's buffers are not kept.
+ *
+ * Stores, touches and memos never touch the file on the caller's thread:
+ * they are queued (a store's bytes copied once) for a writer thread with
+ * its own connection, which deflates plain bodies and writes in batches,
+ * waiting for another process's lock if need be. Lookups and memo reads
+ * see what is queued. A queue that outgrows its bound drops its oldest
+ * stores, counted in fleet_cache_stats' dropped. */
 void fleet_cache_store(struct fleet_cache *c, const char *url, const char *credential, const char *etag,
                        const char *last_modified, const char *headers, size_t headers_len, const char *body,
                        size_t body_len);
+
+/* Waits (a few seconds at most) until every queued write is in the file;
+ * true if it is (or there was nothing to write). */
+bool fleet_cache_flush(struct fleet_cache *c);
 
 /* A 304 revalidated the entry: mark it used now (for LRU eviction). */
 void fleet_cache_touch(struct fleet_cache *c, const char *url, const char *credential);

@@ -42,7 +42,7 @@ static struct fleet_cache *cache_for(struct fleet_host *host, bool *opened, bool
 }
 
 /* fleet.core.cache_stats() -> {path=, exists=, entries=, bytes=, file_size=,
- * max_size=, enabled=} | nil, err */
+ * max_size=, dropped=, enabled=} | nil, err */
 static int l_cache_stats(lua_State *L)
 {
     struct fleet_host *host = fleet_host_from(L);
@@ -64,7 +64,7 @@ static int l_cache_stats(lua_State *L)
             lua_pushstring(L, "no cache path is configured (no home folder)");
         return 2;
     }
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
     const char *path = c ? s.path : host->cfg.cache.path;
     lua_pushstring(L, path);
     lua_setfield(L, -2, "path");
@@ -73,6 +73,7 @@ static int l_cache_stats(lua_State *L)
     set_int(L, "entries", s.entries);
     set_int(L, "bytes", s.bytes);
     set_int(L, "file_size", s.file_size);
+    set_int(L, "dropped", s.dropped);
     set_int(L, "max_size", c ? s.max_size : host->cfg.cache.max_size);
     lua_pushboolean(L, host->cfg.cache.enabled && !host->no_cache);
     lua_setfield(L, -2, "enabled");

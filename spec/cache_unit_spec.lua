@@ -57,10 +57,10 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
         -- able to reach the folders inside.
         assert(os.execute("chmod 711 " .. gf.quote(tmp)))
         probe = tmp .. "/cache_probe"
-        local flags = gf.capture("pkg-config --cflags --libs sqlite3 2>/dev/null")
-        if flags == "" then flags = "-lsqlite3" end
+        local flags = gf.capture("pkg-config --cflags --libs sqlite3 zlib 2>/dev/null")
+        if flags == "" then flags = "-lsqlite3 -lz" end
         local r = gf.sh(("cc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Iruntime -o %s spec/support/cache_probe.c "
-            .. "runtime/cache.c runtime/sha256.c runtime/log.c %s"):format(gf.quote(probe), flags))
+            .. "runtime/cache.c runtime/zpack.c runtime/sha256.c runtime/log.c %s"):format(gf.quote(probe), flags))
         assert.are.equal(0, r.code, "cannot build the probe:\n" .. r.stderr)
     end)
 
@@ -190,6 +190,31 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
         assert_ok(r)
         assert.are.equal(3, count(r.stdout, "\nok ") + (r.stdout:match("^ok ") and 1 or 0), r.stdout)
         assert.are.equal(0, warnings(r), r.stderr)
+    end)
+
+    it("a full write queue drops its oldest stores, counted in stats, rather than wait; close is bounded", function()
+        local r = run("queue")
+        assert_ok(r)
+        assert.is_truthy(r.stdout:find("ok a full queue dropped %d+ of 100 stores instead of waiting"), r.stdout)
+        assert.is_truthy(r.stdout:find("ok the kept ones are written once the lock is free, the drops counted", 1, true),
+            r.stdout)
+        assert.is_truthy(r.stdout:find("ok close under a lock returns", 1, true), r.stdout)
+        local dropped = tonumber(r.stdout:match("dropped (%d+) of 100"))
+        -- at close (the level -v shows): the queue's drops and the store the lock kept out
+        assert.is_truthy(r.stderr:find(("gitfleet: cache: %d responses were not stored"):format(dropped + 1), 1, true),
+            r.stderr)
+        assert.are.equal(0, warnings(r), r.stderr)
+    end)
+
+    it("stores plain bodies deflated and reads them back; gzip, incompressible, empty bodies as they came; 10,000 stores", function()
+        local r = run("deflate")
+        assert_ok(r)
+        assert.is_truthy(r.stdout:find("ok plain bodies deflated", 1, true), r.stdout)
+        assert.is_truthy(r.stdout:find("ok a deflated body of the wrong size is not served", 1, true), r.stdout)
+        assert.is_truthy(r.stdout:find("ok ten thousand stores and memos", 1, true), r.stdout)
+        -- the one damaged-file warning: the entry whose size was changed
+        assert.are.equal(1, warnings(r), r.stderr)
+        assert.is_truthy(r.stderr:find("is damaged; moved it to", 1, true), r.stderr)
     end)
 
     it("each cache file has its own random salt", function()

@@ -93,6 +93,16 @@ static char *make_body(const char *tag, int i, size_t n)
     return b;
 }
 
+/* A body that starts like gzip: the cache stores it as it came, without
+ * deflating it, so that sizes in the file are the ones given here. */
+static char *make_raw_body(const char *tag, int i, size_t n)
+{
+    char *b = make_body(tag, i, n);
+    if (n >= 2)
+        b[0] = '\x1f', b[1] = '\x8b';
+    return b;
+}
+
 static char *url_of(const char *kind, int i)
 {
     char *u = NULL;
@@ -106,6 +116,16 @@ static void store_simple(struct fleet_cache *c, const char *url, const char *cre
 {
     static const char headers[] = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n";
     fleet_cache_store(c, url, cred, etag, NULL, headers, sizeof headers - 1, body, len);
+}
+
+/* Waits until the writer thread has put every queued write in the file:
+ * fleet_cache_flush gives up after a few seconds, and a sanitizer build on
+ * a busy machine may need more. */
+static void flush_all(struct fleet_cache *c)
+{
+    int tries = 0;
+    while (!fleet_cache_flush(c))
+        CHECK(++tries < 60, "the queue was not written in %d tries", tries);
 }
 
 /* Looks url up: 1 with the expected body and etag, 0 on a miss; fails on
@@ -222,7 +242,7 @@ static int cmd_evict(const char *dir)
     char *urls[8], *bodies[8];
     for (int i = 0; i < 8; i++) {
         urls[i] = url_of("evict", i);
-        bodies[i] = make_body("evict", i, 1900);
+        bodies[i] = make_raw_body("evict", i, 1900);
     }
     for (int i = 0; i < 5; i++)
         fleet_cache_store(c, urls[i], cred, "\"v\"", NULL, headers, 100, bodies[i], 1900);
@@ -235,6 +255,7 @@ static int cmd_evict(const char *dir)
     CHECK(fleet_cache_lookup(c, urls[1], cred, &e), "entry 1 missing");
     fleet_cache_entry_free(&e); /* a lookup alone does not count as use */
     fleet_cache_store(c, urls[5], cred, "\"v\"", NULL, headers, 100, bodies[5], 1900);
+    flush_all(c); /* the writer thread evicts as it stores */
     /* 12000 > 10000: evict oldest until <= 9000: entries 1 and 2 go. */
     int present[8];
     for (int i = 0; i < 6; i++)
@@ -248,19 +269,21 @@ static int cmd_evict(const char *dir)
 
     /* An entry larger than max_size alone is not stored, and the stale
      * entry it would have replaced goes. */
-    char *big = make_body("big", 99, 20000);
+    char *big = make_raw_body("big", 99, 20000);
     fleet_cache_store(c, urls[3], cred, "\"big\"", NULL, headers, 100, big, 20000);
+    flush_all(c);
     CHECK(!fleet_cache_lookup(c, urls[3], cred, &e), "an entry over max_size was stored (or the old one kept)");
     CHECK(lookup_is(c, urls[4], cred, "\"v\"", bodies[4], 1900), "an oversized store evicted others");
     /* One of 9500 bytes (over the 90 %% mark, under the cap) stays, alone. */
     fleet_cache_store(c, urls[6], cred, "\"nine\"", NULL, headers, 100, big, 9400);
+    flush_all(c);
     CHECK(lookup_is(c, urls[6], cred, "\"nine\"", big, 9400), "a 9500-byte entry was evicted by its own store");
     CHECK(fleet_cache_stats(c, &s) == 0 && s.entries == 1 && s.bytes == 9500, "after the big one: %lld, %lld",
           s.entries, s.bytes);
     /* Many stores: the cap always holds. */
     for (int i = 0; i < 200; i++) {
         char *u = url_of("many", i);
-        char *b = make_body("m", i, (size_t)(100 + (i * 37) % 3000));
+        char *b = make_raw_body("m", i, (size_t)(100 + (i * 37) % 3000));
         fleet_cache_store(c, u, cred, "\"m\"", NULL, headers, 100, b, strlen(b));
         CHECK(fleet_cache_stats(c, &s) == 0 && s.bytes <= max, "over the cap: %lld bytes", s.bytes);
         free(u);
@@ -349,6 +372,7 @@ static int cmd_corrupt(const char *dir, const char *mode)
         CHECK(c, "open failed");
         char *b = malloc(100001);
         memset(b, 'Q', 100000);
+        b[0] = '\x1f', b[1] = '\x8b'; /* as if gzipped: stored as it came, to be found */
         b[100000] = 0;
         store_simple(c, "https://body.test/", "", "\"q\"", b, 100000);
         fleet_cache_close(c);
@@ -485,6 +509,7 @@ static int cmd_diskfull(const char *dir)
     CHECK(c, "open failed");
     store_simple(c, "https://full.test/0", "", "\"0\"", "zero", 4);
     CHECK(lookup_is(c, "https://full.test/0", "", "\"0\"", "zero", 4), "miss before the disk fills");
+    flush_all(c); /* in the file before it fills */
     /* No file may grow past 64 KiB from now on: writes fail as on a full
      * disk (EFBIG rather than ENOSPC, and SIGXFSZ is ignored). */
     signal(SIGXFSZ, SIG_IGN);
@@ -633,6 +658,7 @@ static int cmd_locked(const char *dir)
 
     CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
     store_simple(c, u2, "", "\"2\"", b2, strlen(b2));
+    flush_all(c); /* the writer thread puts them in as soon as it can */
     CHECK(rows_for(other, u1) == 1 && rows_for(other, u2) == 1, "pending stores not written after the lock");
     char memo[32];
     CHECK(fleet_cache_memo_get(c, "owner:locked", 3600, memo, sizeof memo) && strcmp(memo, "user") == 0,
@@ -648,6 +674,177 @@ static int cmd_locked(const char *dir)
 
     sqlite3_close(other);
     free(u1), free(u2), free(u3), free(b1), free(b2), free(b3);
+    free(path);
+    return 0;
+}
+
+/* ------------------------------------------------------------ queue */
+
+/* While another process holds the write lock, the writer cannot write:
+ * the queue (64 MiB) fills, and its oldest stores give way to the newest
+ * instead of the caller waiting; the drops are counted in the file. A
+ * close under a lock that is never released gives up after its bounded
+ * wait and says how many responses were not stored. */
+static int cmd_queue(const char *dir)
+{
+    char *path = path_in(dir, "queue.sqlite");
+    struct fleet_cache *c = fleet_cache_open(path, 1LL << 30);
+    CHECK(c, "open failed");
+    sqlite3 *other;
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK, "second connection");
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock");
+    enum { N = 100 };
+    const size_t size = 1 << 20; /* 100 MiB in all: more than the queue holds */
+    char *urls[N], *b = make_raw_body("queue", 0, size);
+    for (int i = 0; i < N; i++) {
+        urls[i] = url_of("queue", i);
+        store_simple(c, urls[i], "", "\"q\"", b, size);
+    }
+    CHECK(lookup_is(c, urls[N - 1], "", "\"q\"", b, size), "the newest store is not seen");
+    int missing = 0;
+    for (int i = 0; i < N; i++)
+        missing += !lookup_is(c, urls[i], "", "\"q\"", b, size);
+    CHECK(missing >= N - 64 && missing < N, "%d of %d stores dropped, want at least %d", missing, N, N - 64);
+    CHECK(rows_for(other, urls[N - 1]) == 0, "a store reached the locked file");
+    printf("ok a full queue dropped %d of %d stores instead of waiting\n", missing, N);
+
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock");
+    flush_all(c);
+    struct fleet_cache_stats st;
+    CHECK(fleet_cache_stats(c, &st) == 0 && st.entries == N - missing && st.dropped == missing,
+          "after the lock: %lld entries, %lld dropped; want %d, %d", st.entries, st.dropped, N - missing, missing);
+    CHECK(rows_for(other, urls[N - 1]) == 1, "the newest store is not in the file after the lock");
+    printf("ok the kept ones are written once the lock is free, the drops counted\n");
+
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK, "lock again");
+    char *late = url_of("late", 0);
+    store_simple(c, late, "", "\"l\"", "late", 4);
+    fleet_cache_close(c); /* gives up: the lock is never released in time */
+    CHECK(rows_for(other, late) == 0, "a store reached the locked file at close");
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK, "unlock again");
+    printf("ok close under a lock returns\n");
+
+    c = fleet_cache_open(path, 1LL << 30);
+    CHECK(c, "reopen failed");
+    CHECK(fleet_cache_stats(c, &st) == 0 && st.dropped >= missing, "the drops were not kept: %lld", st.dropped);
+    CHECK(fleet_cache_clear(c) == 0 && fleet_cache_stats(c, &st) == 0 && st.dropped == 0,
+          "clear kept the drop count: %lld", st.dropped);
+    fleet_cache_close(c);
+    sqlite3_close(other);
+    for (int i = 0; i < N; i++)
+        free(urls[i]);
+    free(late);
+    free(b);
+    free(path);
+    return 0;
+}
+
+/* ----------------------------------------------------------- deflate */
+
+/* A plain body is stored deflated and comes back byte for byte; one that
+ * came gzipped, and one that does not shrink, are stored as they came. */
+static int cmd_deflate(const char *dir)
+{
+    char *path = path_in(dir, "deflate.sqlite");
+    struct fleet_cache *c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "open failed");
+    const size_t n = 300000;
+    char *json = malloc(n + 1);
+    CHECK(json, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        json[i] = "[{\"id\": 1, \"name\": \"repo\", \"private\": false},\n"[i % 47];
+    json[n] = 0;
+    char *gz = make_raw_body("gz", 1, n);
+    unsigned char *noise = malloc(n);
+    CHECK(noise, "out of memory");
+    unsigned x = 7;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        noise[i] = (unsigned char)(x >> 16);
+    }
+    noise[0] = '['; /* not the gzip magic: it is the size that keeps it as is */
+    store_simple(c, "https://z.test/json", "", "\"j\"", json, n);
+    store_simple(c, "https://z.test/gz", "", "\"g\"", gz, n);
+    store_simple(c, "https://z.test/noise", "", "\"n\"", (const char *)noise, n);
+    store_simple(c, "https://z.test/empty", "", "\"e\"", "", 0);
+    flush_all(c);
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK, "second connection");
+    sqlite3_stmt *q;
+    CHECK(sqlite3_prepare_v2(db, "SELECT url, codec, plain_size, length(b.body) FROM entries e JOIN bodies b"
+                                 " ON b.id = e.id ORDER BY url", -1, &q, NULL) == SQLITE_OK, "query");
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *url = (const char *)sqlite3_column_text(q, 0);
+        int codec = sqlite3_column_int(q, 1);
+        long long plain = sqlite3_column_int64(q, 2), stored = sqlite3_column_int64(q, 3);
+        bool deflated = strcmp(url, "https://z.test/json") == 0;
+        CHECK(codec == deflated, "%s: codec %d", url, codec);
+        if (deflated)
+            CHECK(stored < plain / 20, "%s: %lld bytes stored for %lld", url, stored, plain);
+        else
+            CHECK(stored == plain, "%s: %lld bytes stored for %lld", url, stored, plain);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    fleet_cache_close(c);
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "reopen failed");
+    CHECK(lookup_is(c, "https://z.test/json", "", "\"j\"", json, n), "deflated body lost");
+    CHECK(lookup_is(c, "https://z.test/gz", "", "\"g\"", gz, n), "gzip body lost");
+    CHECK(lookup_is(c, "https://z.test/noise", "", "\"n\"", (const char *)noise, n), "incompressible body lost");
+    CHECK(lookup_is(c, "https://z.test/empty", "", "\"e\"", "", 0), "empty body lost");
+    fleet_cache_close(c);
+    printf("ok plain bodies deflated, gzip and incompressible ones kept as they came, all read back\n");
+
+    /* A deflated entry that does not inflate to its recorded size (the
+     * checksum covers the stored bytes, not plain_size) is damage: never
+     * served, the file set aside. */
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK, "second connection");
+    CHECK(sqlite3_exec(db, "UPDATE entries SET plain_size = plain_size + 1 WHERE codec = 1", NULL, NULL, NULL) ==
+              SQLITE_OK && sqlite3_changes(db) == 1,
+          "cannot change plain_size");
+    sqlite3_close(db);
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "open after the change failed");
+    CHECK(!lookup_is(c, "https://z.test/json", "", "\"j\"", json, n), "a body of the wrong size was served");
+    fleet_cache_close(c);
+    printf("ok a deflated body of the wrong size is not served\n");
+
+    /* Ten thousand small stores and memos: all in the file, all read back. */
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "reopen failed");
+    for (int i = 0; i < 10000; i++) {
+        char *u = url_of("many", i), key[32], value[32];
+        char *b = make_body("many", i, (size_t)(300 + i % 700));
+        store_simple(c, u, "", "\"m\"", b, strlen(b));
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(value, sizeof value, "v%d", i);
+        fleet_cache_memo_set(c, key, value);
+        free(u);
+        free(b);
+    }
+    flush_all(c);
+    struct fleet_cache_stats st;
+    CHECK(fleet_cache_stats(c, &st) == 0 && st.entries == 10000 && st.dropped == 0, "%lld entries, %lld dropped",
+          st.entries, st.dropped);
+    fleet_cache_close(c);
+    c = fleet_cache_open(path, 256 << 20);
+    CHECK(c, "reopen failed");
+    for (int i = 0; i < 10000; i += 97) {
+        char *u = url_of("many", i), key[32], want[32], got[32];
+        char *b = make_body("many", i, (size_t)(300 + i % 700));
+        CHECK(lookup_is(c, u, "", "\"m\"", b, strlen(b)), "%s missing", u);
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(want, sizeof want, "v%d", i);
+        CHECK(fleet_cache_memo_get(c, key, 3600, got, sizeof got) && strcmp(got, want) == 0, "memo %s lost", key);
+        free(u);
+        free(b);
+    }
+    fleet_cache_close(c);
+    printf("ok ten thousand stores and memos\n");
+    free(json);
+    free(gz);
+    free(noise);
     free(path);
     return 0;
 }
@@ -724,7 +921,7 @@ static int cmd_clear(const char *dir)
     char *path = path_in(dir, "clear.sqlite");
     struct fleet_cache *c = fleet_cache_open(path, 64 << 20);
     CHECK(c, "open failed");
-    char *b = make_body("clear", 0, 50000);
+    char *b = make_raw_body("clear", 0, 50000);
     for (int i = 0; i < 40; i++) {
         char *u = url_of("clear", i);
         store_simple(c, u, "", "\"c\"", b, 50000);
@@ -904,6 +1101,10 @@ int main(int argc, char **argv)
         return cmd_twoproc(dir, atoi(argv[3]));
     if (strcmp(cmd, "locked") == 0)
         return cmd_locked(dir);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(dir);
+    if (strcmp(cmd, "deflate") == 0)
+        return cmd_deflate(dir);
     if (strcmp(cmd, "salt") == 0)
         return cmd_salt(dir);
     if (strcmp(cmd, "clear") == 0)

@@ -2990,6 +2990,8 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no informational output besides the listening line")
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    ap.add_argument("--no-gzip", action="store_true",
+                    help="answer every request uncompressed, whatever Accept-Encoding says (scenario gzip: false)")
     args = ap.parse_args(argv)
 
     try:
@@ -2999,6 +3001,8 @@ def main(argv=None):
                 raw = json.load(f)
         if args.scenario_json:
             raw = {**raw, **json.loads(args.scenario_json)}
+        if args.no_gzip:
+            raw["gzip"] = False
         sc = normalize_scenario(raw)
         apply_clock_offset(sc["clock_offset"])
         app = Emulator(sc)

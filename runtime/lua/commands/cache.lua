@@ -8,7 +8,8 @@ usage: gitfleet cache stats
        gitfleet cache clear
 
   stats   where the cache file is, how many responses it holds and their
-          size, the size of the file on disk, the configured maximum, and
+          size, the size of the file on disk, the configured maximum, how
+          many responses runs could not store in time (dropped), and
           whether runs use the cache
   clear   removes every stored response and gives the space back
 
@@ -64,6 +65,10 @@ if sub == "stats" then
     { "stored", size(before.bytes) },
     { "file size", size(before.file_size) },
     { "max size", size(before.max_size) },
+    -- Responses a run fetched but could not store because the disk fell
+    -- behind the network (or the file stayed locked): the next run fetches
+    -- them in full. Counted since the file was made or last cleared.
+    { "dropped", tostring(before.dropped or 0) },
     { "caching", state },
   }
   for _, r in ipairs(rows) do
