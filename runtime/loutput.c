@@ -658,7 +658,7 @@ static int push_io_failure(lua_State *L, const struct writer *w)
 
 static bool reader_gone(const struct writer *w)
 {
-    return w->out.err == EPIPE && w->out.fd == STDOUT_FILENO;
+    return w->out.err == EPIPE && !w->to_path; /* stdout (out.fd is -1 once closed) */
 }
 
 /* An I/O failure: nil, err, except that a closed stdout ends the run

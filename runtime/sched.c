@@ -207,6 +207,13 @@ struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int na
         return NULL;
     }
     lua_State *co = lua_newthread(L); /* [fn, args..., co] */
+    /* A new thread has LUA_MINSTACK free slots; the main task may get one
+     * argument per owner on the command line. */
+    if (!lua_checkstack(co, nargs + 1)) {
+        free(t);
+        luaL_error(L, "too many arguments for a task");
+        return NULL;
+    }
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *(struct fleet_task **)lua_getextraspace(co) = t;
     lua_xmove(L, co, nargs + 1);
