@@ -197,33 +197,25 @@ describe("--output is replaced all at once", function()
       gf.slurp(dir .. "/listing")
   end
 
-  it("a full disk leaves the old file and no temporary file", function()
-    if not can_mount() then
-      pending("no tmpfs mount here (needs root or user namespaces)")
-      return
-    end
-    local _, cfg, dir = setup({ owners = OWNERS })
-    local code, stderr, after, listing = in_tmpfs(cfg, dir, nil, "acme")
-    assert.are.equal(1, code, stderr)
-    assert.are.equal(("gitfleet fetch: cannot write to %s/mnt/repos.ndjson: No space left on device\n"):format(dir),
-      stderr)
-    assert.are.equal(PRECIOUS, after)
-    assert.are.equal("repos.ndjson\n", listing)
-  end)
-
-  it("a read-only folder: one clear line, exit 1, the old file untouched", function()
-    if not can_mount() then
-      pending("no tmpfs mount here (needs root or user namespaces)")
-      return
-    end
-    local _, cfg, dir = setup({ owners = OWNERS })
-    local code, stderr, after, listing = in_tmpfs(cfg, dir, "ro", "ada")
-    assert.are.equal(1, code, stderr)
-    assert.are.equal(("gitfleet fetch: cannot write to %s/mnt/repos.ndjson: Read-only file system\n"):format(dir),
-      stderr)
-    assert.are.equal(PRECIOUS, after)
-    assert.are.equal("repos.ndjson\n", listing)
-  end)
+  -- cases: what the tmpfs is, the mount option that makes it so, the owner
+  -- fetched (acme's records do not fit in 64 KiB), the error.
+  for _, case in ipairs({
+    { what = "a full disk", owner = "acme", why = "No space left on device" },
+    { what = "a read-only folder", mount_opts = "ro", owner = "ada", why = "Read-only file system" },
+  }) do
+    it(case.what .. ": one clear line, exit 1, the old file untouched, no temporary file", function()
+      if not can_mount() then
+        pending("no tmpfs mount here (needs root or user namespaces)")
+        return
+      end
+      local _, cfg, dir = setup({ owners = OWNERS })
+      local code, stderr, after, listing = in_tmpfs(cfg, dir, case.mount_opts, case.owner)
+      assert.are.equal(1, code, stderr)
+      assert.are.equal(("gitfleet fetch: cannot write to %s/mnt/repos.ndjson: %s\n"):format(dir, case.why), stderr)
+      assert.are.equal(PRECIOUS, after)
+      assert.are.equal("repos.ndjson\n", listing)
+    end)
+  end
 end)
 
 describe("a reader that closes stdout", function()
