@@ -108,19 +108,30 @@ static int open_temp(struct fleet_atomic *a, const struct stat *old)
     return EEXIST;
 }
 
+/* Paths under /dev and /proc name devices and open descriptors, never a
+ * folder where a file could be replaced. */
+static bool names_device(const char *path)
+{
+    return strncmp(path, "/dev/", 5) == 0 || strncmp(path, "/proc/", 6) == 0;
+}
+
 int fleet_atomic_open(struct fleet_atomic *a, const char *path)
 {
     memset(a, 0, sizeof *a);
     a->fd = -1;
     a->slot = -1;
+    if (!*path)
+        return ENOENT; /* as open("") says; not a temporary file in "." */
     a->target = resolve_target(path);
     if (!a->target)
         return ENOMEM;
     struct stat st;
     bool exists = stat(a->target, &st) == 0;
-    if (exists && !S_ISREG(st.st_mode)) {
-        /* A device, FIFO or directory: nothing to rename over. open says
-         * what is wrong with a directory (EISDIR). */
+    if ((exists && !S_ISREG(st.st_mode)) || names_device(path)) {
+        /* A device, FIFO or directory: nothing to rename over; a
+         * descriptor the caller opened (/dev/stdout, /proc/self/fd/3):
+         * only written through. open says what is wrong with a directory
+         * (EISDIR). */
         a->direct = true;
         a->fd = open(a->target, O_WRONLY | O_TRUNC | O_CLOEXEC);
         if (a->fd >= 0)

@@ -5,7 +5,9 @@
  * leaves it as it was and removes the temporary file.
  *
  * A target that exists and is not a regular file (/dev/null, /dev/full, a
- * FIFO, a terminal) cannot be replaced: it is written directly. */
+ * FIFO, a terminal), or any path under /dev or /proc (/dev/stdout,
+ * /proc/self/fd/N: descriptors the caller opened), cannot be replaced: it
+ * is written directly. */
 #ifndef FLEET_ATOMICFILE_H
 #define FLEET_ATOMICFILE_H
 

@@ -666,7 +666,7 @@ static bool reader_gone(const struct writer *w)
  * the caller gets nil, err and the run stops at the next yield. */
 static int io_failure(lua_State *L, const struct writer *w)
 {
-    struct fleet_sched *sched = w->host->sched;
+    struct fleet_sched *sched = w->host ? w->host->sched : NULL;
     if (!reader_gone(w) || !sched)
         return push_io_failure(L, w);
     fleet_sched_abandon(sched, SIGPIPE);
@@ -920,7 +920,7 @@ static int l_close_quietly(lua_State *L)
     bool was_open = !w->closed && w->out.fd >= 0;
     bool left_as_it_was = file_pending(w) && !w->file.direct && !scope_ended_well;
     if (close_writer(w, scope_ended_well) && was_open) {
-        if (reader_gone(w) && w->host->sched)
+        if (reader_gone(w) && w->host && w->host->sched)
             fleet_sched_abandon(w->host->sched, SIGPIPE);
         else if (!reader_gone(w))
             fleet_log(FLEET_LOG_WARN, "cannot write to %s: %s", w->name ? w->name : "output",
