@@ -47,8 +47,8 @@ run quietly, 130 or 143 when interrupted.
 local opts, rest, fail = cli.parse("fetch", arg, {
   { "--help", "-h" }, { "--provider", "-p", arg = "P" }, { "--owners-file", arg = "FILE" },
   { "--format", "-f", arg = "FORMAT" }, { "--fields", arg = "LIST" }, { "--output", "-o", arg = "FILE" },
-  { "--type", "-t", arg = "T" }, { "--raw" }, { "--concurrency", "-j", arg = "N" },
   { "--keep-on-failure" },
+  { "--type", "-t", arg = "T" }, { "--raw" }, { "--concurrency", "-j", arg = "N" },
 })
 if opts.help then io.stdout:write(usage) return 0 end
 
