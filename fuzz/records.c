@@ -42,7 +42,9 @@
 #include <lualib.h>
 
 #include "fuzz_check.h"
+#include "host.h"
 #include "lfleet.h"
+#include "sched.h"
 
 #ifndef PROVIDERS_DIR
 #define PROVIDERS_DIR "providers"
@@ -54,6 +56,13 @@
 #define INSTRUCTION_BUDGET 20000000 /* per input: a plugin that loops is a finding too */
 
 int luaopen_cjson(lua_State *L);
+
+/* The writer's links to the host and its scheduler, which this harness
+ * does not have: no host (upvalue 1 is NULL), never a signal, no task. */
+volatile sig_atomic_t fleet_signal_received;
+struct fleet_host *fleet_host_from(lua_State *S) { return lua_touserdata(S, lua_upvalueindex(1)); }
+struct fleet_task *fleet_sched_current(struct fleet_sched *s, lua_State *S) { return NULL; }
+void fleet_sched_abandon(struct fleet_sched *s, int signo) {}
 
 static lua_State *L;
 static int driver_ref = LUA_NOREF;

@@ -19,9 +19,20 @@
  * value) and I/O failures return nil, message (a string). A record that
  * fails is not written at all; write_many stops at the first one, with
  * the records before it written. After an I/O failure every call returns
- * the same failure. */
+ * the same failure.
+ *
+ * A path is replaced all at once (atomicfile.c): records go to a temporary
+ * file beside it, and w:close() renames that over the path. w:discard(),
+ * an error that ends a <close> scope, the collector, a signal or a failed
+ * write leave the path as it was. A "text" writer takes only
+ * write_encoded, for text a caller formats itself (gitfleet fetch's
+ * table).
+ *
+ * When the reader of stdout goes away (EPIPE: `gitfleet fetch | head -1`)
+ * the run ends there, quietly: the scheduler stops, the task that wrote is
+ * never resumed, and the process exits 141 as if SIGPIPE had ended it. */
 #include <errno.h>
-#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +40,12 @@
 
 #include <lauxlib.h>
 
+#include "atomicfile.h"
+#include "host.h"
 #include "lfleet.h"
 #include "log.h"
 #include "output.h"
+#include "sched.h"
 
 #define WRITER_META "fleet.writer"
 #define MAX_DEPTH 64
@@ -39,7 +53,7 @@
 /* User values of the writer userdata. */
 enum { UV_FIELDS = 1, UV_FIELDSET, UV_PATHS, UV_SHAPE, UV_COUNT = UV_SHAPE };
 
-enum format { FORMAT_NDJSON, FORMAT_JSON, FORMAT_CSV };
+enum format { FORMAT_NDJSON, FORMAT_JSON, FORMAT_CSV, FORMAT_TEXT };
 
 /* An object member on the Lua stack: key at slot - 1, value at slot. */
 struct entry {
@@ -51,6 +65,9 @@ struct entry {
 
 struct writer {
     struct fleet_out out;
+    struct fleet_host *host;
+    struct fleet_atomic file; /* a path's temporary file (or the device itself) */
+    bool to_path;             /* file is in use: commit or discard it on close */
     enum format format;
     bool closed;
     bool all_fields;
@@ -75,7 +92,6 @@ struct writer {
     struct fleet_buf chunk;   /* encode_many's text (kept: a raise must not leak it) */
     char *name;               /* the path, or "stdout", for messages */
     lua_Integer count;        /* records accepted */
-    lua_Integer landed;       /* records known to be in the file */
 };
 
 /* Stack slots a call prepared: the field names and the tables they use. */
@@ -599,8 +615,6 @@ static int commit_records(struct writer *w, lua_Integer n)
     if (err)
         return err == ENOMEM && !w->out.err ? ENOMEM : err;
     w->count += n;
-    if (w->out.committed == 0)
-        w->landed = w->count; /* the buffer went out */
     return 0;
 }
 
@@ -638,12 +652,35 @@ static struct writer *check_open_writer(lua_State *L)
 static int push_io_failure(lua_State *L, const struct writer *w)
 {
     lua_pushnil(L);
-    if (w->out.regular && w->count > w->landed)
-        lua_pushfstring(L, "cannot write to %s: %s (it holds the first %I records)", w->name,
-                        strerror(w->out.err), w->landed);
-    else
-        lua_pushfstring(L, "cannot write to %s: %s", w->name, strerror(w->out.err));
+    lua_pushfstring(L, "cannot write to %s: %s", w->name, strerror(w->out.err));
     return 2;
+}
+
+static bool reader_gone(const struct writer *w)
+{
+    return w->out.err == EPIPE && !w->to_path; /* stdout (out.fd is -1 once closed) */
+}
+
+/* An I/O failure: nil, err, except that a closed stdout ends the run
+ * (see the top of the file). Outside a task, or where Lua cannot yield,
+ * the caller gets nil, err and the run stops at the next yield. */
+static int io_failure(lua_State *L, const struct writer *w)
+{
+    struct fleet_sched *sched = w->host ? w->host->sched : NULL;
+    if (!reader_gone(w) || !sched)
+        return push_io_failure(L, w);
+    fleet_sched_abandon(sched, SIGPIPE);
+    struct fleet_task *t = fleet_sched_current(sched, L);
+    if (!t || !lua_isyieldable(L))
+        return push_io_failure(L, w);
+    t->state = TASK_WAITING; /* for good: nothing wakes it */
+    return lua_yield(L, 0);
+}
+
+static void check_records_format(lua_State *L, const struct writer *w)
+{
+    if (w->format == FORMAT_TEXT)
+        luaL_argerror(L, 1, "a text writer takes write_encoded only");
 }
 
 /* nil, "record N: field 'x': why" (N only from write_many). */
@@ -684,10 +721,11 @@ static void push_frame(lua_State *L, const struct writer *w, struct frame *f)
 static int l_write(lua_State *L)
 {
     struct writer *w = check_open_writer(L);
+    check_records_format(L, w);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     if (w->out.err)
-        return push_io_failure(L, w);
+        return io_failure(L, w);
     struct frame f;
     push_frame(L, w, &f);
     struct enc e = {.L = L, .w = w, .f = &f};
@@ -698,7 +736,7 @@ static int l_write(lua_State *L)
     case NOT_ENCODED:
         return push_encode_failure(L, &e, 0);
     default:
-        return push_io_failure(L, w);
+        return io_failure(L, w);
     }
 }
 
@@ -707,6 +745,7 @@ static int l_write(lua_State *L)
 static int l_write_many(lua_State *L)
 {
     struct writer *w = check_open_writer(L);
+    check_records_format(L, w);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
@@ -717,7 +756,7 @@ static int l_write_many(lua_State *L)
         lua_pop(L, 1);
     }
     if (w->out.err)
-        return push_io_failure(L, w);
+        return io_failure(L, w);
     struct frame f;
     push_frame(L, w, &f);
     struct enc e = {.L = L, .w = w, .f = &f};
@@ -728,7 +767,7 @@ static int l_write_many(lua_State *L)
         if (o == NOT_ENCODED)
             return push_encode_failure(L, &e, i);
         if (o == IO_FAILED)
-            return push_io_failure(L, w);
+            return io_failure(L, w);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -742,6 +781,7 @@ static int l_write_many(lua_State *L)
 static int l_encode_many(lua_State *L)
 {
     struct writer *w = check_open_writer(L);
+    check_records_format(L, w);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
@@ -777,8 +817,8 @@ static int l_write_encoded(lua_State *L)
     lua_Integer n = luaL_checkinteger(L, 3);
     luaL_argcheck(L, n >= 0, 3, "must not be negative");
     if (w->out.err)
-        return push_io_failure(L, w);
-    if (n == 0) {
+        return io_failure(L, w);
+    if (n == 0 && w->format != FORMAT_TEXT) {
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -793,18 +833,18 @@ static int l_write_encoded(lua_State *L)
         return 2;
     }
     if (err)
-        return push_io_failure(L, w);
+        return io_failure(L, w);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* w:flush() -> true | nil, err */
+/* w:flush() -> true | nil, err. A path's file is still the temporary one:
+ * flushing sends the records to it, not to the path. */
 static int l_flush(lua_State *L)
 {
     struct writer *w = check_open_writer(L);
     if (fleet_out_flush(&w->out))
-        return push_io_failure(L, w);
-    w->landed = w->count;
+        return io_failure(L, w);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -816,39 +856,78 @@ static int l_count(lua_State *L)
     return 1;
 }
 
-/* Ends the JSON array and closes. 0 or errno; the same every time. */
-static int close_writer(struct writer *w)
+/* Whether a path's temporary file is still waiting for commit or discard. */
+static bool file_pending(const struct writer *w) { return w->to_path && w->file.fd >= 0; }
+
+/* Ends the JSON array and closes; keep: rename a path's temporary file
+ * over it, else remove it (stdout and devices are only flushed: what went
+ * out cannot be taken back). 0 or errno; the same every time. */
+static int close_writer(struct writer *w, bool keep)
 {
     if (!w->closed) {
         w->closed = true;
-        if (w->format == FORMAT_JSON && !w->out.err) {
+        if (w->format == FORMAT_JSON && !w->out.err && (keep || !w->to_path || w->file.direct)) {
             fleet_out_begin(&w->out);
             fleet_buf_literal(&w->out.buf, "]\n");
             fleet_out_commit(&w->out);
         }
+        if (w->to_path && !w->file.direct && !keep)
+            w->out.committed = 0; /* nothing more to send to a file removed anyway */
     }
-    return fleet_out_close(&w->out);
+    int err = fleet_out_close(&w->out);
+    if (file_pending(w)) {
+        if ((keep || w->file.direct) && !err)
+            err = w->out.err = fleet_atomic_commit(&w->file);
+        else
+            fleet_atomic_discard(&w->file);
+    }
+    return err;
 }
 
-/* w:close() -> true | nil, err */
+/* w:close() -> true | nil, err: the records are in the path now. After
+ * SIGINT or SIGTERM the path is left as it was instead. */
 static int l_close(lua_State *L)
 {
     struct writer *w = check_writer(L);
-    if (close_writer(w))
-        return push_io_failure(L, w);
-    w->landed = w->count;
+    bool interrupted = fleet_signal_received && file_pending(w) && !w->file.direct;
+    if (interrupted) {
+        close_writer(w, false);
+        lua_pushnil(L);
+        lua_pushfstring(L, "the run was interrupted; %s was left as it was", w->name);
+        return 2;
+    }
+    if (close_writer(w, true))
+        return io_failure(L, w);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* __close and __gc: nobody is there to see an error but the log. */
+/* w:discard() -> true: closes, leaving a path as it was. */
+static int l_discard(lua_State *L)
+{
+    close_writer(check_writer(L), false);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* __close (with the error that ends the scope, if any) and __gc (without):
+ * only a scope left normally replaces a path. Nobody is there to see an
+ * error but the log; a closed stdout is no error (see the top). */
 static int l_close_quietly(lua_State *L)
 {
     struct writer *w = check_writer(L);
+    bool scope_ended_well = lua_gettop(L) >= 2 && lua_isnil(L, 2) && !fleet_signal_received;
     bool was_open = !w->closed && w->out.fd >= 0;
-    if (close_writer(w) && was_open)
-        fleet_log(FLEET_LOG_WARN, "cannot write to %s: %s", w->name ? w->name : "output",
-                  strerror(w->out.err));
+    bool left_as_it_was = file_pending(w) && !w->file.direct && !scope_ended_well;
+    if (close_writer(w, scope_ended_well) && was_open) {
+        if (reader_gone(w) && w->host && w->host->sched)
+            fleet_sched_abandon(w->host->sched, SIGPIPE);
+        else if (!reader_gone(w))
+            fleet_log(FLEET_LOG_WARN, "cannot write to %s: %s", w->name ? w->name : "output",
+                      strerror(w->out.err));
+    } else if (left_as_it_was && !fleet_signal_received) {
+        fleet_log(FLEET_LOG_WARN, "%s was left as it was: its writer was never closed", w->name);
+    }
     return 0;
 }
 
@@ -879,7 +958,7 @@ static int l_gc(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     struct writer *w = check_writer(L);
-    static const char *const names[] = {"ndjson", "json", "csv"};
+    static const char *const names[] = {"ndjson", "json", "csv", "text"};
     lua_pushfstring(L, "fleet.writer (%s, %s%s)", names[w->format], w->name ? w->name : "?",
                     w->closed ? ", closed" : "");
     return 1;
@@ -961,7 +1040,7 @@ static void read_fields(lua_State *L, struct writer *w)
 /* core.writer(format, path_or_nil, opts) -> writer | nil, err */
 static int l_writer(lua_State *L)
 {
-    static const char *const formats[] = {"ndjson", "json", "csv", NULL};
+    static const char *const formats[] = {"ndjson", "json", "csv", "text", NULL};
     enum format format = (enum format)luaL_checkoption(L, 1, NULL, formats);
     const char *path = luaL_optstring(L, 2, NULL);
     if (!lua_isnoneornil(L, 3))
@@ -976,6 +1055,8 @@ static int l_writer(lua_State *L)
     memset(w, 0, sizeof *w);
     w->out.fd = -1;
     w->out.closed = true;
+    w->file.fd = -1;
+    w->host = fleet_host_from(L);
     w->closed = true; /* until the file is open: __gc has nothing to flush */
     w->format = format;
     luaL_setmetatable(L, WRITER_META);
@@ -1001,15 +1082,16 @@ static int l_writer(lua_State *L)
     w->name = checked(L, strdup(to_stdout ? "stdout" : path));
     int fd = STDOUT_FILENO;
     if (!to_stdout) {
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            int err = errno;
+        int err = fleet_atomic_open(&w->file, path);
+        if (err) {
             lua_pushnil(L);
-            lua_pushfstring(L, "cannot open %s: %s", path, strerror(err));
+            lua_pushfstring(L, "cannot write to %s: %s", path, strerror(err));
             return 2;
         }
+        w->to_path = true;
+        fd = w->file.fd;
     }
-    fleet_out_init(&w->out, fd, !to_stdout);
+    fleet_out_init(&w->out, fd, false); /* a path's descriptor is w->file's */
     w->closed = false;
 
     /* The start of the file is a record of its own: a CSV header, or the
@@ -1043,7 +1125,7 @@ void fleet_output_register(lua_State *L)
     static const luaL_Reg methods[] = {
         {"write", l_write}, {"write_many", l_write_many}, {"encode_many", l_encode_many},
         {"write_encoded", l_write_encoded}, {"flush", l_flush},
-        {"close", l_close}, {"count", l_count},           {NULL, NULL},
+        {"close", l_close}, {"discard", l_discard}, {"count", l_count}, {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
         {"__gc", l_gc},

@@ -17,6 +17,7 @@
 
 #include <lauxlib.h>
 
+#include "atomicfile.h"
 #include "host.h"
 #include "http.h"
 #include "interrupt.h"
@@ -38,6 +39,7 @@ struct fleet_sched {
     long next_id;
     int live;               /* tasks not yet done */
     int stop_signal;        /* set once a stop was requested */
+    bool stop_quietly;      /* fleet_sched_abandon: stop now, say nothing */
     double stop_deadline;   /* in-flight work is abandoned after this */
     int unobserved;
 };
@@ -51,6 +53,7 @@ static void on_signal(int signo)
         return; /* lua.script_timeout while already stopping */
     if (fleet_signal_received) {
         /* A second signal: the user insists. */
+        fleet_atomic_unlink_all();
         signal(signo, SIG_DFL);
         raise(signo);
     }
@@ -444,6 +447,8 @@ static void run_ready(struct fleet_sched *s)
         t->next_ready = NULL;
         if (t->state == TASK_READY)
             run_task(s, t);
+        if (s->stop_quietly)
+            break; /* nothing more runs: the tasks left are abandoned */
         if (t == last)
             break;
         t = next;
@@ -471,6 +476,15 @@ void fleet_sched_interrupt(struct fleet_sched *s, int signo)
                                   "starting nothing new", s->host->cfg.lua.script_timeout);
     else
         fleet_log(FLEET_LOG_WARN, "interrupted: finishing what is in flight, starting nothing new");
+}
+
+void fleet_sched_abandon(struct fleet_sched *s, int signo)
+{
+    if (s->stop_signal)
+        return;
+    s->stop_signal = signo;
+    s->stop_quietly = true;
+    s->stop_deadline = 0; /* already passed: nothing in flight is waited for */
 }
 
 static void drain_signal_pipe(void)

@@ -90,6 +90,11 @@ int fleet_sched_unobserved_errors(struct fleet_sched *s);
 void fleet_sched_interrupt(struct fleet_sched *s, int signo);
 bool fleet_sched_stopping(struct fleet_sched *s);
 
+/* Stops at once and without a word (the reader of stdout went away): no
+ * other task runs again, what is in flight is abandoned, and the run
+ * returns signo as if that signal had ended it. */
+void fleet_sched_abandon(struct fleet_sched *s, int signo);
+
 /* The coroutine is a task's and the script called a waiting primitive
  * from inside a coroutine it created itself: explains and raises. */
 int fleet_sched_not_in_task(lua_State *L, const char *what);

@@ -184,7 +184,9 @@ describe("signals", function()
     local cfg = gf.config({ providers = { github = { base_url = emu.url, tokens = { { label = "t", token = TOKEN } } } },
       http = { per_token_concurrency = 2 } }, dir)
     local out = dir .. "/out.ndjson"
-    local cmd = ("%s --config %s fetch big big2 --output %s 2>%s & pid=$!; sleep 1.5; kill -%s $pid; "
+    -- Standard output, which streams (an --output file is left as it was
+    -- by an interrupted run: atomic_output_spec).
+    local cmd = ("%s --config %s fetch big big2 >%s 2>%s & pid=$!; sleep 1.5; kill -%s $pid; "
       .. "start=$(date +%%s.%%N); wait $pid; code=$?; end=$(date +%%s.%%N); echo $code $start $end")
       :format(gf.quote(gf.bin), gf.quote(cfg), gf.quote(out), gf.quote(dir .. "/err"), signal)
     local p = io.popen(cmd)

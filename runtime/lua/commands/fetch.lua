@@ -31,7 +31,12 @@ Options:
   --fields a,b,...       fields to write, in order (default: every record
                          field); with --raw, raw.x.y reaches into the
                          provider's own object
-  -o, --output FILE      write to FILE instead of standard output
+  -o, --output FILE      write to FILE instead of standard output; FILE is
+                         replaced when the run ends (written beside it, then
+                         renamed), and an interrupted run leaves it as it was
+  --keep-on-failure      leave FILE as it was when any owner failed (default:
+                         replace it with the owners that succeeded, unless
+                         none did)
   -t, --type T           the provider's owner filter (GitHub: all, owner,
                          member, public, private, forks, sources)
   --raw                  add the provider's own object as field "raw"
@@ -40,12 +45,15 @@ Options:
 
 Records have the same fields on every provider (see gitfleet(1)); a value a
 provider does not have is null. Exit status: 0 when every owner was
-fetched, 1 when some failed (the rest was written), 2 on a usage error.
+fetched, 1 when some failed (the rest was written), 2 on a usage error,
+141 when the reader of standard output went away (| head), which ends the
+run quietly, 130 or 143 when interrupted.
 ]]
 
 local opts, rest, fail = cli.parse("fetch", arg, {
   { "--help", "-h" }, { "--provider", "-p", arg = "P" }, { "--owners-file", arg = "FILE" },
   { "--format", "-f", arg = "FORMAT" }, { "--fields", arg = "LIST" }, { "--output", "-o", arg = "FILE" },
+  { "--keep-on-failure" },
   { "--type", "-t", arg = "T" }, { "--raw" }, { "--concurrency", "-j", arg = "N" },
   { "--keep-duplicates" },
 })
@@ -80,13 +88,20 @@ if not jobs then fail(jerr) end
 -- and written in order (see below).
 local writer, werr
 if format == "table" then
-  local out = opts.output and assert(io.open(opts.output, "w")) or io.stdout
+  -- Through a text writer: --output is replaced all at once, and a closed
+  -- stdout ends the run quietly, as for the other formats.
+  local out, oerr = core.writer("text", opts.output)
+  if not out then
+    io.stderr:write("gitfleet fetch: ", tostring(oerr), "\n")
+    return 1
+  end
   local function cell(v, w)
     v = v == nil and "" or tostring(v)
     if utf8.len(v) and utf8.len(v) > w then v = v:sub(1, utf8.offset(v, w) - 1) .. "…" end
     return v .. (" "):rep(w - (utf8.len(v) or #v))
   end
-  out:write(cell("REPOSITORY", 40), " ", cell("LANGUAGE", 12), " ", cell("STARS", 7), " ", cell("PUSHED", 20), "\n")
+  out:write_encoded(cell("REPOSITORY", 40) .. " " .. cell("LANGUAGE", 12) .. " " .. cell("STARS", 7) .. " "
+    .. cell("PUSHED", 20) .. "\n", 0)
   local n = 0
   writer = {
     encode_many = function(_, list)
@@ -98,11 +113,11 @@ if format == "table" then
       return table.concat(lines), #list
     end,
     write_encoded = function(_, text, count)
-      out:write(text)
       n = n + count
-      return true
+      return out:write_encoded(text, count)
     end,
-    close = function() out:flush() if out ~= io.stdout then out:close() end return true end,
+    close = function() return out:close() end,
+    discard = function() return out:discard() end,
     count = function() return n end,
   }
 else
@@ -152,7 +167,7 @@ end
 local function emit(i, page)
   local text, count = writer:encode_many(page)
   if not text then
-    write_error = write_error or count
+    write_error = write_error or ("cannot encode the records: " .. tostring(count))
     return
   end
   if i == order.head then
@@ -192,15 +207,21 @@ end
 
 fleet.map(jobs, fetch_one, { concurrency = concurrency })
 bar:finish()
-local closed, cerr = writer:close()
+-- The end of the run: --output is replaced now, or left as it was when a
+-- write failed, when every owner failed (nothing to replace it with), or
+-- (--keep-on-failure) when any owner did.
+local keep_old = write_error or (failed > 0 and (opts.keep_on_failure or failed == #jobs))
+local closed, cerr
+if keep_old then closed, cerr = writer:discard() else closed, cerr = writer:close() end
 if not closed then write_error = write_error or cerr end
 if write_error then
-  io.stderr:write("gitfleet fetch: cannot write the records: ", tostring(write_error), "\n")
+  io.stderr:write("gitfleet fetch: ", tostring(write_error), "\n")
   return 1
 end
 if failed > 0 then
-  io.stderr:write(("gitfleet fetch: %d of %d owners failed; the other owners' %d repositories were written\n")
-    :format(failed, #jobs, writer:count()))
+  local fate = keep_old and opts.output and ("%s was left as it was"):format(opts.output)
+    or ("the other owners' %d repositories were written"):format(writer:count())
+  io.stderr:write(("gitfleet fetch: %d of %d owners failed; %s\n"):format(failed, #jobs, fate))
   return 1
 end
 return 0

@@ -450,12 +450,17 @@ function fleet.writer(opts)
   })
 end
 
--- ok, err = fleet.write(records, opts): all records at once.
+-- ok, err = fleet.write(records, opts): all records at once. A path is
+-- replaced only when every record was written; else it is left as it was.
 function fleet.write(list, opts)
-  local w = fleet.writer(opts)
+  local w, werr = fleet.writer(opts)
+  if not w then return nil, werr end
   local ok, err = w:write_many(list)
+  if not ok then
+    w:discard()
+    return nil, err
+  end
   local closed, cerr = w:close()
-  if not ok then return nil, err end
   if not closed then return nil, cerr end
   return true
 end

@@ -1,0 +1,200 @@
+/* Write beside, then rename (see atomicfile.h). rename(2) within one
+ * directory is atomic: a reader sees the old file or the new one, never a
+ * part. fsync before the rename, so a crash right after it cannot leave an
+ * empty file under the target's name; fsync of the directory after it, so
+ * the rename itself is on disk when the run says it is done. */
+#include "atomicfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The temporary files open now, for fleet_atomic_unlink_all. A slot holds
+ * a complete string or NULL, so a signal handler can read it at any time. */
+#define MAX_TRACKED 64
+static char *volatile tracked[MAX_TRACKED];
+
+static int track(char *temp)
+{
+    for (int i = 0; i < MAX_TRACKED; i++)
+        if (!tracked[i]) {
+            tracked[i] = temp;
+            return i;
+        }
+    return -1; /* not removed by a second signal; still removed on discard */
+}
+
+static void untrack(struct fleet_atomic *a)
+{
+    if (a->slot >= 0)
+        tracked[a->slot] = NULL;
+    a->slot = -1;
+}
+
+void fleet_atomic_unlink_all(void)
+{
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        char *p = tracked[i];
+        if (p)
+            unlink(p);
+    }
+}
+
+/* The path a rename must replace: a symlink's destination, so that the
+ * link survives and the file it points to is the one replaced. */
+static char *resolve_target(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char *real = realpath(path, NULL);
+        if (real)
+            return real;
+    }
+    return strdup(path);
+}
+
+/* "DIR/.NAME.gitfleet-XXXXXX": hidden, beside the target, recognisable. */
+static char *temp_name(const char *target)
+{
+    char *d = strdup(target), *b = strdup(target);
+    char *name = NULL;
+    if (d && b) {
+        const char *dir = dirname(d), *base = basename(b);
+        size_t len = strlen(dir) + strlen(base) + 32;
+        name = malloc(len);
+        if (name)
+            snprintf(name, len, "%s/.%s.gitfleet-%06lx", dir, base, (unsigned long)(random() & 0xffffff));
+    }
+    free(d);
+    free(b);
+    return name;
+}
+
+/* Opens a fresh temporary file for target; the kernel applies the umask
+ * to 0666. Then the old file's mode and owner, as truncating it would
+ * have kept them (the owner only where we may set it). */
+static int open_temp(struct fleet_atomic *a, const struct stat *old)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char *name = temp_name(a->target);
+        if (!name)
+            return ENOMEM;
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            a->fd = fd;
+            a->temp = name;
+            a->slot = track(name);
+            if (old) {
+                if (old->st_uid != geteuid() || old->st_gid != getegid()) {
+                    int ignored = fchown(fd, old->st_uid, old->st_gid);
+                    (void)ignored;
+                }
+                fchmod(fd, old->st_mode & 07777);
+            }
+            return 0;
+        }
+        int err = errno;
+        free(name);
+        if (err != EEXIST)
+            return err;
+    }
+    return EEXIST;
+}
+
+/* Paths under /dev and /proc name devices and open descriptors, never a
+ * folder where a file could be replaced. */
+static bool names_device(const char *path)
+{
+    return strncmp(path, "/dev/", 5) == 0 || strncmp(path, "/proc/", 6) == 0;
+}
+
+int fleet_atomic_open(struct fleet_atomic *a, const char *path)
+{
+    memset(a, 0, sizeof *a);
+    a->fd = -1;
+    a->slot = -1;
+    if (!*path)
+        return ENOENT; /* as open("") says; not a temporary file in "." */
+    a->target = resolve_target(path);
+    if (!a->target)
+        return ENOMEM;
+    struct stat st;
+    bool exists = stat(a->target, &st) == 0;
+    if ((exists && !S_ISREG(st.st_mode)) || names_device(path)) {
+        /* A device, FIFO or directory: nothing to rename over; a
+         * descriptor the caller opened (/dev/stdout, /proc/self/fd/3):
+         * only written through. open says what is wrong with a directory
+         * (EISDIR). */
+        a->direct = true;
+        a->fd = open(a->target, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (a->fd >= 0)
+            return 0;
+        int err = errno;
+        fleet_atomic_discard(a);
+        return err;
+    }
+    int err = open_temp(a, exists ? &st : NULL);
+    if (err)
+        fleet_atomic_discard(a);
+    return err;
+}
+
+/* fsync of the directory holding path: the rename is made durable. Some
+ * file systems refuse it (EINVAL); that is no reason to fail the run. */
+static void sync_directory(const char *path)
+{
+    char *d = strdup(path);
+    if (!d)
+        return;
+    int fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+int fleet_atomic_commit(struct fleet_atomic *a)
+{
+    if (a->fd < 0)
+        return EBADF;
+    int err = 0;
+    if (!a->direct && fsync(a->fd) != 0)
+        err = errno;
+    if (close(a->fd) != 0 && !err)
+        err = errno; /* a deferred write error (NFS) */
+    a->fd = -1;
+    if (!err && !a->direct && rename(a->temp, a->target) != 0)
+        err = errno;
+    if (err) {
+        fleet_atomic_discard(a);
+        return err;
+    }
+    untrack(a);
+    if (!a->direct)
+        sync_directory(a->target);
+    free(a->temp);
+    free(a->target);
+    a->temp = a->target = NULL;
+    return 0;
+}
+
+void fleet_atomic_discard(struct fleet_atomic *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    a->fd = -1;
+    if (a->temp)
+        unlink(a->temp);
+    untrack(a);
+    free(a->temp);
+    free(a->target);
+    a->temp = a->target = NULL;
+}

@@ -1,0 +1,44 @@
+/* Replacing a file all at once: what gitfleet writes for the user goes to
+ * a temporary file beside the target, which is flushed to disk and renamed
+ * over the target only when the writer commits. Until then the target
+ * keeps its old content byte for byte; a run that fails or is interrupted
+ * leaves it as it was and removes the temporary file.
+ *
+ * A target that exists and is not a regular file (/dev/null, /dev/full, a
+ * FIFO, a terminal), or any path under /dev or /proc (/dev/stdout,
+ * /proc/self/fd/N: descriptors the caller opened), cannot be replaced: it
+ * is written directly. */
+#ifndef FLEET_ATOMICFILE_H
+#define FLEET_ATOMICFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct fleet_atomic {
+    int fd;       /* write here; -1 once committed or discarded */
+    bool direct;  /* fd is the target itself (not a regular file) */
+    char *target; /* the path renamed over (a symlink's destination) */
+    char *temp;   /* the temporary file, NULL when direct */
+    int slot;     /* index in the table of temporary files, or -1 */
+};
+
+/* Opens a temporary file beside path (or path itself when it is not a
+ * regular file). 0, or an errno with nothing left behind. The temporary
+ * file gets the mode a truncated target would keep (the old file's), or
+ * 0666 less the umask for a new file. */
+int fleet_atomic_open(struct fleet_atomic *a, const char *path);
+
+/* fsync, close and rename over the target, then fsync its directory.
+ * 0, or the errno of the step that failed; on failure the temporary file
+ * is removed and the target is untouched. Direct files are only closed. */
+int fleet_atomic_commit(struct fleet_atomic *a);
+
+/* Closes and removes the temporary file; the target is untouched.
+ * Safe to call after commit or twice. */
+void fleet_atomic_discard(struct fleet_atomic *a);
+
+/* Removes every temporary file still open. Async-signal-safe: for a
+ * signal handler about to end the process. */
+void fleet_atomic_unlink_all(void);
+
+#endif
