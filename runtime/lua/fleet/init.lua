@@ -86,19 +86,35 @@ local function account_of(api)
   return user and user.login
 end
 
+-- A token's account does not change, so what a lookup found is kept in the
+-- cache under the credential's salted hash and trusted for a day without a
+-- request; after that the lookup is made again, and the cache turns it into
+-- a conditional request (a 304, which GitHub does not count).
+local ACCOUNT_FRESH = 86400
+
+local function learn_account(api, label)
+  local known = core.recall_account(api.name, label, ACCOUNT_FRESH)
+  if known then
+    core.set_account(api.name, label, known)
+    return
+  end
+  core.spawn(function()
+    -- a plugin that cannot tell leaves the token on a budget of its own
+    local ok, account = pcall(account_of, api:with_token(label))
+    if ok and type(account) == "string" then
+      core.set_account(api.name, label, account)
+      core.remember_account(api.name, label, account)
+    end
+  end)
+end
+
 local function learn_accounts(api)
   if not (api.plugin.account or api.plugin.user_info) then return end
   if not (api.plugin.budget and api.plugin.budget.per_account) then return end
   local tokens = core.tokens(api.name)
   if #tokens < 2 then return end
   for _, t in ipairs(tokens) do
-    if core.begin_account_lookup(api.name, t.label) then
-      core.spawn(function()
-        -- a plugin that cannot tell leaves the token on a budget of its own
-        local ok, account = pcall(account_of, api:with_token(t.label))
-        if ok and type(account) == "string" then core.set_account(api.name, t.label, account) end
-      end)
-    end
+    if core.begin_account_lookup(api.name, t.label) then learn_account(api, t.label) end
   end
 end
 
@@ -382,7 +398,10 @@ function fleet.validate_credentials(provider)
     row.valid = user ~= nil
     if user then
       row.account = user.login
-      if not t.anonymous then core.set_account(api.name, t.label, user.login) end
+      if not t.anonymous and type(user.login) == "string" then
+        core.set_account(api.name, t.label, user.login)
+        core.remember_account(api.name, t.label, user.login)
+      end
     else
       row.error = tostring(err)
       row.kind = err and err.kind
