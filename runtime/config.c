@@ -12,6 +12,7 @@
  *   events, tree scalars, expanded strings, token file contents) is zeroed
  *   before it is freed. */
 #include "config.h"
+#include "credential_helper.h"
 #include "log.h"
 
 #include <errno.h>
@@ -1316,21 +1317,97 @@ static int token_label(struct loader *ld, const char *provider, const struct nod
     return fail(ld, given, "label: use 1 to %d printable ASCII characters without spaces", MAX_LABEL);
 }
 
-/* The secret of a token entry, from token: or token_file:; *at: the node it came from. */
-static int token_secret(struct loader *ld, const struct node *item, char **secret, const struct node **at)
+/* The well-known host of a built-in provider's default base URL, for
+ * credential: git when the config gives no base_url. */
+static const char *default_git_host(const char *plugin)
+{
+    static const char *const known[][2] = {
+        {"github", "github.com"}, {"gitlab", "gitlab.com"}, {"bitbucket", "bitbucket.org"}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(plugin, known[i][0]) == 0)
+            return known[i][1];
+    return NULL;
+}
+
+/* The secret from a credential helper: token_command: [argv...] or
+ * credential: git. The helper runs now, once; an error names the token's
+ * label and what happened, never what the helper printed. */
+static int helper_secret(struct loader *ld, const struct fleet_provider_conf *pv, const struct node *item,
+                         const char *label, const struct node *cmd, const struct node *cred, char **secret)
+{
+    double timeout = FLEET_HELPER_TIMEOUT;
+    const struct node *t = map_get(item, "timeout");
+    if (t && get_number(ld, t, "timeout", false, &timeout))
+        return -1;
+    if (timeout <= 0 || timeout > 3600)
+        return fail(ld, t, "timeout: expected seconds, more than 0 and at most 3600");
+    char problem[200];
+    if (cred) {
+        char *kind;
+        if (get_string(ld, cred, "credential", &kind))
+            return -1;
+        bool git = strcmp(kind, "git") == 0;
+        free(kind);
+        if (!git)
+            return fail(ld, cred, "credential: the only helper is 'git' (git credential fill)");
+        char protocol[16], host[300];
+        const char *known = pv->base_url ? NULL : default_git_host(pv->plugin);
+        if (known)
+            snprintf(protocol, sizeof protocol, "https"), snprintf(host, sizeof host, "%s", known);
+        else if (!pv->base_url || fleet_helper_git_target(pv->base_url, protocol, sizeof protocol, host, sizeof host))
+            return fail(ld, cred, "credential: git needs providers.%s.base_url to know the host", pv->name);
+        if (fleet_helper_git(protocol, host, timeout, secret, problem, sizeof problem))
+            return fail(ld, cred, "token %s: git credential fill for %s://%s %s", label, protocol, host, problem);
+        return 0;
+    }
+    if (cmd->kind != NODE_SEQ || cmd->nkids == 0 || cmd->nkids > 64)
+        return fail(ld, cmd, "token_command: expected a list of 1 to 64 arguments (no shell), found %s",
+                    describe(cmd));
+    char **argv = xmalloc((cmd->nkids + 1) * sizeof *argv);
+    size_t n = 0;
+    int rc = 0;
+    for (; n < cmd->nkids && rc == 0; n++)
+        rc = get_string(ld, cmd->kids[n], "token_command", &argv[n]);
+    if (rc == 0 && !*argv[0])
+        rc = fail(ld, cmd, "token_command: the program name is empty");
+    argv[n] = NULL;
+    if (rc == 0 && fleet_helper_token(argv, timeout, secret, problem, sizeof problem))
+        rc = fail(ld, cmd, "token %s: token_command %s", label, problem);
+    for (size_t i = 0; i < n; i++)
+        zfree(argv[i]);
+    free(argv);
+    return rc;
+}
+
+/* The secret of a token entry, from token:, token_file:, token_command: or
+ * credential:; *at: the node it came from. */
+static int token_secret(struct loader *ld, const struct fleet_provider_conf *pv, const struct node *item,
+                        const char *label, char **secret, const struct node **at)
 {
     if (item->kind == NODE_SCALAR) {
         *at = item;
         return get_string(ld, item, "token", secret);
     }
-    const struct node *tok = map_get(item, "token"), *file = map_get(item, "token_file");
-    if (tok && file) {
-        const struct node *second = tok->mark.index > file->mark.index ? tok : file;
-        return fail(ld, second, "use either token or token_file in one entry, not both");
+    static const char *const sources[] = {"token", "token_file", "token_command", "credential"};
+    const struct node *src[4], *first = NULL;
+    for (int i = 0; i < 4; i++) {
+        src[i] = map_get(item, sources[i]);
+        if (!src[i])
+            continue;
+        if (first) {
+            const struct node *second = src[i]->mark.index > first->mark.index ? src[i] : first;
+            return fail(ld, second, "use one of token, token_file, token_command or credential in one entry");
+        }
+        first = src[i];
     }
-    if (!tok && !file)
-        return fail(ld, item, "a token entry needs token or token_file");
-    *at = tok ? tok : file;
+    if (!first)
+        return fail(ld, item, "a token entry needs token, token_file, token_command or credential");
+    if (map_get(item, "timeout") && !src[2] && !src[3])
+        return fail(ld, map_get(item, "timeout"), "timeout: only for token_command or credential");
+    const struct node *tok = src[0], *file = src[1];
+    *at = first;
+    if (src[2] || src[3])
+        return helper_secret(ld, pv, item, label, src[2], src[3], secret);
     if (tok)
         return get_string(ld, tok, "token", secret);
     char *path;
@@ -1352,7 +1429,7 @@ static int load_token(struct loader *ld, struct fleet_provider_conf *pv, const s
     int rc = -1;
     if ((user && get_string(ld, user, "username", &t.username)) ||
         (account && get_string(ld, account, "account", &t.account)) ||
-        token_secret(ld, item, &t.secret, &at))
+        token_secret(ld, pv, item, label, &t.secret, &at))
         goto out;
     if (!*t.secret) {
         rc = 0; /* an optional token left unset */
@@ -1381,7 +1458,8 @@ out:
 
 static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const struct node *list)
 {
-    static const char *const keys[] = {"label", "token", "token_file", "username", "account", NULL};
+    static const char *const keys[] = {"label",   "token",         "token_file", "token_command",
+                                       "credential", "timeout", "username",   "account", NULL};
     if (is_null(list))
         return 0;
     if (list->kind != NODE_SEQ)
@@ -1399,7 +1477,8 @@ static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const 
         char *label;
         if (item->kind == NODE_SEQ || is_null(item)) {
             rc = fail(ld, item, "providers.%s.tokens: each entry is a token string or a mapping "
-                                "(label, token, token_file, username, account), found %s",
+                                "(label, token, token_file, token_command, credential, username, "
+                                "account), found %s",
                       pv->name, describe(item));
             break;
         }

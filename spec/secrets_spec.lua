@@ -141,4 +141,42 @@ describe("secrets", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("0\n", r.stdout)
   end)
+
+  it("from credential helpers never reach the Lua state, stdout, stderr or the cache, even at -vv", function()
+    local emu = setup()
+    local dir = gf.tmpdir()
+    local cmd = gf.write(dir .. "/vault", "#!/bin/sh\necho " .. GOOD .. "\n")
+    local git_helper = gf.write(dir .. "/git-helper", "#!/bin/sh\n[ \"$1\" = get ] || exit 0\n" ..
+      "echo username=x\necho password=" .. BAD .. "\n")
+    os.execute("chmod +x " .. gf.quote(cmd) .. " " .. gf.quote(git_helper))
+    gf.write(dir .. "/gitconfig", "[credential]\n\thelper = " .. git_helper .. "\n")
+    local cfg = gf.write(dir .. "/gitfleet.yaml", table.concat({
+      "providers:", "  github:", "    base_url: " .. emu.url, "    tokens:",
+      "      - { label: vault, token_command: [" .. cmd .. "] }",
+      "      - { label: git, credential: git }",
+      "cache: { path: " .. dir .. "/cache.sqlite }", "" }, "\n"))
+    local script = gf.script(HEAP_WALK .. [[
+      local repos = fleet.fetch_repositories("acme")
+      print(#repos)
+      for _, c in ipairs(fleet.validate_credentials("github")) do for k, v in pairs(c) do print("vc", k, v) end end
+      print(fleet.json.encode(fleet.config()))
+      walk(debug.getregistry(), 0)
+      walk(_G, 0)
+      print(table.concat(out, "\n"))
+    ]])
+    local env = { GIT_CONFIG_GLOBAL = dir .. "/gitconfig", GIT_CONFIG_NOSYSTEM = "1" }
+    for _, args in ipairs({ { "-vv", "run", script }, { "config", "check" }, { "rate-limit" } }) do
+      local full = { "--config", cfg }
+      for _, a in ipairs(args) do full[#full + 1] = a end
+      local r = gf.run(full, { env = env })
+      assert.are.equal(0, r.code, r.stderr)
+      assert_clean(r.stdout, args[#args] .. " stdout")
+      assert_clean(r.stderr, args[#args] .. " stderr")
+    end
+    assert.is_true(emu:stats().credentialed_requests > 0)
+    for _, f in ipairs({ "cache.sqlite", "cache.sqlite-wal" }) do
+      local data = gf.slurp(dir .. "/" .. f)
+      if data then assert_clean(data, f) end
+    end
+  end)
 end)
