@@ -43,6 +43,8 @@ import traceback
 import uuid
 from urllib.parse import parse_qsl, unquote
 
+import emulator_apps  # GitHub Apps: JWT verification, installations, expiring tokens
+
 # ---------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------
@@ -91,7 +93,7 @@ DEFAULT_OWNERS = [
     {"name": "umbrella", "kind": "org", "repos": 3},
 ]
 SCENARIO_KEYS = {"seed", "owners", "generate", "tokens", "limits", "secondary", "faults", "redirects",
-                 "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb"}
+                 "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb", "apps"}
 LIVE_KEYS = {"faults", "secondary", "limits", "redirects", "gzip", "oversize_bytes", "slowbody_bytes"}
 
 # The world's clock: every generated date lies before this instant, so the
@@ -405,6 +407,7 @@ def normalize_scenario(raw) -> dict:
     patch = {k: raw[k] for k in LIVE_KEYS if k in raw}
     sc["live"] = merge_live(live, patch)
     sc["cache_mb"] = _number(raw.get("cache_mb", 256), "cache_mb", 1, integer=True)
+    sc["apps"] = _as_list(raw.get("apps"), "apps")
     return sc
 
 
@@ -1576,11 +1579,18 @@ class Emulator:
         self.cache = BodyCache(scenario["cache_mb"] << 20)
         self.lock = threading.Lock()
         self.shutdown = threading.Event()
-        self.tokens = scenario["tokens"]
+        try:
+            self.apps = emulator_apps.Apps(scenario["apps"], len(scenario["tokens"]))
+        except (emulator_apps.AppError, ValueError, IndexError) as exc:
+            raise ScenarioError(f"apps: {exc}") from exc
+        # each installation is a credential with its own budget and counters
+        self.tokens = scenario["tokens"] + self.apps.token_entries
         self._sites = {}
         self.token_by_text = {p: {} for p in PROVIDERS}
         self.basic_by_user = {p: {} for p in PROVIDERS}
         for t in self.tokens:
+            if "installation" in t:
+                continue  # its tokens are issued at run time
             if "token" in t:
                 self.token_by_text[t["provider"]][t["token"]] = t
             else:
@@ -1613,6 +1623,8 @@ class Emulator:
                     ts[key] = 0
             ts["max_in_flight"] = ts["in_flight"]
         self._seed_faults()
+        if hasattr(self, "apps"):
+            self.apps.reset_counters()
 
     def _seed_faults(self):
         faults = self.live["faults"]
@@ -1686,6 +1698,7 @@ class Emulator:
                 "tokens": {str(i): dict(s) for i, s in enumerate(self.token_stats)},
                 "anonymous": dict(self.anon_stats), "budgets": budgets,
                 "cache": {"entries": len(self.cache.items), "bytes": self.cache.bytes},
+                "apps": dict(self.apps.counters),
             }
 
     # -- the request pipeline -------------------------------------------------
@@ -1770,6 +1783,8 @@ class Emulator:
             if fault == "5xx":
                 return self._send_5xx(h, faults, fault_status)
 
+            if provider == "github" and req.seg and req.seg[0] == "app":
+                return self._serve_app(req, body)
             cred = self.authenticate(provider, headers)
             secondary = live["secondary"] if provider in ("github", "gitlab") else None
             tstats, refused = self._enter_token(cred, secondary)
@@ -1840,8 +1855,24 @@ class Emulator:
             return INVALID
         return self._token(provider, value, scheme == "bearer")
 
+    def _serve_app(self, req, body):
+        """/app/...: authenticated by the app's JWT, drawing on no installation's budget."""
+        status, out, headers, kind = self.apps.handle(
+            req.method, req.seg, req.headers.get("authorization"), max(1, int_param(req.q.get("page"), 1)),
+            int_param(req.q.get("per_page"), 30), f"{SCHEME}://{req.site.host}{req.path}")
+        with self.lock:
+            self.by_kind[kind] += 1
+            if status == 401:
+                self.counters["unauthorized"] += 1
+        self._count_status(status, None)
+        self.write(req.h, status, JSON_TYPE, dumps(out), headers, time.time(), head=req.method == "HEAD")
+
     def _token(self, provider, text, bearer):
         entry = self.token_by_text[provider].get(text)
+        if entry is None and provider == "github" and text.startswith("ghs_"):
+            entry = self.apps.installation_cred(text)
+            if entry == "expired":
+                return INVALID
         if entry is None:
             return INVALID
         return Cred(entry["index"], entry["account"], bearer)
