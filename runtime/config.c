@@ -13,6 +13,7 @@
  *   before it is freed. */
 #include "config.h"
 #include "credential_helper.h"
+#include "jwt.h"
 #include "log.h"
 
 #include <errno.h>
@@ -1222,11 +1223,26 @@ static void clear_token(struct fleet_token_conf *t)
     memset(t, 0, sizeof *t);
 }
 
+static void clear_app(struct fleet_app_conf *a)
+{
+    free(a->label);
+    free(a->app_id);
+    zfree(a->private_key);
+    for (size_t i = 0; i < a->ninstallations; i++)
+        free(a->installations[i]);
+    free(a->installations);
+    free(a->where);
+    memset(a, 0, sizeof *a);
+}
+
 static void clear_provider(struct fleet_provider_conf *p)
 {
     for (size_t i = 0; i < p->ntokens; i++)
         clear_token(&p->tokens[i]);
     free(p->tokens);
+    for (size_t i = 0; i < p->napps; i++)
+        clear_app(&p->apps[i]);
+    free(p->apps);
     free(p->name);
     free(p->plugin);
     free(p->base_url);
@@ -1506,10 +1522,106 @@ static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const 
     return rc;
 }
 
+/* The private key of an app entry, from private_key: or private_key_file:,
+ * checked to be an RSA key OpenSSL can sign with. */
+static int app_private_key(struct loader *ld, const struct node *item, const char *label, char **pem)
+{
+    const struct node *inline_key = map_get(item, "private_key"), *file = map_get(item, "private_key_file");
+    if (!inline_key == !file)
+        return fail(ld, item, "app %s: give one of private_key or private_key_file", label);
+    char problem[300];
+    if (inline_key) {
+        if (get_string(ld, inline_key, "private_key", pem))
+            return -1;
+    } else {
+        char *path;
+        if (get_path(ld, file, "private_key_file", false, &path))
+            return -1;
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077))
+            warn_readable(ld, path, &st);
+        int rc = fleet_jwt_read_key_file(path, pem, problem, sizeof problem);
+        free(path);
+        if (rc)
+            return fail(ld, file, "app %s: private_key_file %s", label, problem);
+    }
+    if (fleet_jwt_check_key(*pem, problem, sizeof problem))
+        return fail(ld, inline_key ? inline_key : file, "app %s: the private key %s", label, problem);
+    return 0;
+}
+
+/* installations: auto (the default), or a list of installation ids and
+ * account logins. */
+static int app_installations(struct loader *ld, const struct node *n, struct fleet_app_conf *a)
+{
+    a->installations_auto = true;
+    if (!n || is_null(n))
+        return 0;
+    if (n->kind == NODE_SCALAR && strcmp(n->text, "auto") == 0)
+        return 0;
+    if (n->kind != NODE_SEQ || n->nkids == 0 || n->nkids > FLEET_APP_MAX_INSTALLATIONS)
+        return fail(ld, n, "installations: expected auto or a list of 1 to %d installation ids or account logins",
+                    FLEET_APP_MAX_INSTALLATIONS);
+    a->installations_auto = false;
+    a->installations = xmalloc(n->nkids * sizeof *a->installations);
+    for (size_t i = 0; i < n->nkids; i++) {
+        char *v;
+        if (get_string(ld, n->kids[i], "installations", &v))
+            return -1;
+        a->installations[a->ninstallations++] = v;
+        if (!*v || has_control(v) || strlen(v) > MAX_LABEL)
+            return fail(ld, n->kids[i], "installations: an id or login of 1 to %d characters", MAX_LABEL);
+    }
+    return 0;
+}
+
+/* providers.NAME.apps: GitHub Apps whose installation tokens join the pool. */
+static int load_apps(struct loader *ld, struct fleet_provider_conf *pv, const struct node *list)
+{
+    static const char *const keys[] = {"label", "app_id", "private_key", "private_key_file", "installations", NULL};
+    if (is_null(list))
+        return 0;
+    if (list->kind != NODE_SEQ)
+        return fail(ld, list, "providers.%s.apps: expected a list, found %s", pv->name, describe(list));
+    char where[MAX_NAME + 64];
+    snprintf(where, sizeof where, "in an app entry of providers.%s", pv->name);
+    pv->apps = xmalloc(list->nkids * sizeof *pv->apps);
+    for (size_t i = 0; i < list->nkids; i++) {
+        const struct node *item = list->kids[i];
+        if (item->kind != NODE_MAP)
+            return fail(ld, item, "providers.%s.apps: each entry is a mapping (label, app_id, private_key_file "
+                                  "or private_key, installations)", pv->name);
+        if (check_keys(ld, item, where, keys, false))
+            return -1;
+        struct fleet_app_conf *a = &pv->apps[pv->napps++];
+        memset(a, 0, sizeof *a);
+        a->where = where_of(ld, item);
+        const struct node *label = map_get(item, "label"), *id = map_get(item, "app_id");
+        if (!label || get_string(ld, label, "label", &a->label) || !valid_label(a->label))
+            return fail(ld, label ? label : item, "app label: use 1 to %d printable ASCII characters without spaces",
+                        MAX_LABEL);
+        for (size_t j = 0; j < pv->ntokens; j++)
+            if (strcmp(pv->tokens[j].label, a->label) == 0)
+                return fail(ld, label, "app label %s is also a token label in providers.%s", a->label, pv->name);
+        for (size_t j = 0; j + 1 < pv->napps; j++)
+            if (strcmp(pv->apps[j].label, a->label) == 0)
+                return fail(ld, label, "duplicate app label in providers.%s", pv->name);
+        if (!id || get_string(ld, id, "app_id", &a->app_id))
+            return fail(ld, id ? id : item, "app %s: app_id is required (the App ID on the app's settings page)",
+                        a->label);
+        if (!*a->app_id || strspn(a->app_id, "0123456789") != strlen(a->app_id) || strlen(a->app_id) > 20)
+            return fail(ld, id, "app %s: app_id must be a number", a->label);
+        if (app_private_key(ld, item, a->label, &a->private_key) ||
+            app_installations(ld, map_get(item, "installations"), a))
+            return -1;
+    }
+    return 0;
+}
+
 static int load_provider(struct loader *ld, struct fleet_config *cfg, const struct node *key,
                          const struct node *value)
 {
-    static const char *const keys[] = {"plugin", "base_url", "tokens", NULL};
+    static const char *const keys[] = {"plugin", "base_url", "tokens", "apps", NULL};
     char shown[MAX_KEY_ECHO + 4];
     const char *problem = name_problem(key->text, key->len);
     key_for_message(key, shown, sizeof shown);
@@ -1548,7 +1660,10 @@ static int load_provider(struct loader *ld, struct fleet_config *cfg, const stru
                 pv->base_url[n - 1] = '\0';
         }
     }
-    return tokens ? load_tokens(ld, pv, tokens) : 0;
+    if (tokens && load_tokens(ld, pv, tokens))
+        return -1;
+    const struct node *apps = value->kind == NODE_MAP ? map_get(value, "apps") : NULL;
+    return apps ? load_apps(ld, pv, apps) : 0;
 }
 
 static void free_providers(struct fleet_config *cfg)

@@ -15,6 +15,7 @@
 #include "lstate.h"
 #include "plugin.h"
 #include "pool.h"
+#include "apps.h"
 #include "sched.h"
 
 double fleet_now(void)
@@ -62,6 +63,8 @@ struct fleet_host *fleet_host_new(struct fleet_config *cfg, const char *provider
         goto fail;
     if (!(host->pool = fleet_pool_new(host, err, errlen)))
         goto fail;
+    if (!(host->apps = fleet_apps_new(host, err, errlen)))
+        goto fail;
     if (!(host->http = fleet_http_new(host))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -88,6 +91,7 @@ void fleet_host_free(struct fleet_host *host)
         lua_close(host->L);
     fleet_http_free(host->http);
     fleet_cache_close(host->cache);
+    fleet_apps_free(host->apps);
     fleet_pool_free(host->pool);
     fleet_plugins_free(host);
     fleet_config_free(&host->cfg);

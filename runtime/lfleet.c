@@ -18,6 +18,7 @@ int luaopen_fleet_core(lua_State *L)
     fleet_events_register(L);
     fleet_output_register(L);
     fleet_cache_register(L);
+    fleet_apps_register(L);
     fleet_json_register(L);
     return 1;
 }

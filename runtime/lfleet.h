@@ -14,6 +14,7 @@ void fleet_tokens_register(lua_State *L); /* ltokens.c: rate limits, accounts */
 void fleet_hostinfo_register(lua_State *L); /* lhostinfo.c: config, providers, stats, log */
 void fleet_output_register(lua_State *L); /* loutput.c: writers */
 void fleet_cache_register(lua_State *L);  /* lcache.c: cache stats and clear */
+void fleet_apps_register(lua_State *L);   /* apps.c: GitHub Apps' JWTs and installation tokens */
 
 /* Pushes a structured error {kind=, message=, ...} with its metatable. */
 void fleet_push_error(lua_State *L, const char *kind, const char *message);

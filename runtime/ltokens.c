@@ -37,6 +37,16 @@ static void set_integer_or_nil(lua_State *L, const char *k, long v)
     lua_setfield(L, -2, k);
 }
 
+/* row.kind: "token", "app" (a GitHub App's JWT) or "installation" (with
+ * row.expires_at, when its current token expires). */
+static void push_kind(lua_State *L, const struct fleet_token *t)
+{
+    static const char *const kinds[] = {"token", "app", "installation"};
+    lua_pushstring(L, kinds[t->kind]);
+    lua_setfield(L, -2, "kind");
+    set_number_or_nil(L, "expires_at", t->expires_at, t->expires_at > 0);
+}
+
 static void push_row(lua_State *L, struct fleet_host *host, struct fleet_token *t, struct fleet_budget *b,
                      double now)
 {
@@ -59,6 +69,7 @@ static void push_row(lua_State *L, struct fleet_host *host, struct fleet_token *
     }
     lua_pushstring(L, fleet_pool_state(host->pool, t, now));
     lua_setfield(L, -2, "state");
+    push_kind(L, t);
     set_number_or_nil(L, "paused_until", t->paused_until, t->paused_until > now);
     lua_pushboolean(L, t->secret == NULL);
     lua_setfield(L, -2, "anonymous");
@@ -112,6 +123,7 @@ static int l_tokens(lua_State *L)
         lua_setfield(L, -2, "anonymous");
         lua_pushboolean(L, t->disabled);
         lua_setfield(L, -2, "disabled");
+        push_kind(L, t);
         lua_rawseti(L, -2, ++n);
     }
     return 1;

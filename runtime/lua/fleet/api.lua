@@ -79,7 +79,7 @@ end
 
 -- resp, err = api:request(method, path, opts)
 -- opts: query, headers, body (string, or a table sent as JSON), token,
--- resource, free, cache, ok_status = {[404] = true} (statuses returned as a
+-- resource, free, cache, secret_for (runtime/apps.h), ok_status = {[404] = true} (statuses returned as a
 -- response instead of an error), decode = true (a JSON body comes back
 -- decoded as resp.data instead of resp.body; {items =, keep =} as in
 -- runtime/json.h).
@@ -94,9 +94,12 @@ function Api:request(method, path, opts)
     headers["Content-Type"] = headers["Content-Type"] or "application/json"
   end
   local url = self:url(path, opts.query)
+  local token = opts.token or self.token
+  if token and Api.prepare_token then Api.prepare_token(self, token) end
   local resp, err = core.request(self.name, method, url, {
-    headers = headers, body = body, token = opts.token or self.token,
+    headers = headers, body = body, token = token,
     resource = opts.resource, free = opts.free, cache = opts.cache, decode = opts.decode,
+    secret_for = opts.secret_for,
   })
   if not resp then
     err.provider = self.name

@@ -3,6 +3,7 @@
 local core = require("fleet.core")
 local json = require("cjson")
 local Api = require("fleet.api")
+local Apps = require("fleet.apps")
 local records = require("fleet.records")
 
 local fleet = {}
@@ -111,7 +112,9 @@ end
 local function learn_accounts(api)
   if not (api.plugin.account or api.plugin.user_info) then return end
   if not (api.plugin.budget and api.plugin.budget.per_account) then return end
-  local tokens = core.tokens(api.name)
+  -- Apps' tokens have budgets of their own and no /user to ask
+  local tokens = {}
+  for _, t in ipairs(core.tokens(api.name)) do if t.kind == "token" then tokens[#tokens + 1] = t end end
   if #tokens < 2 then return end
   for _, t in ipairs(tokens) do
     if core.begin_account_lookup(api.name, t.label) then learn_account(api, t.label) end
@@ -137,6 +140,18 @@ end
 local function api_for(opts)
   local api = fleet.provider(opts and opts.provider)
   if opts and opts.token then api = api:with_token(opts.token) end
+  return api
+end
+
+-- The API object for requests about owner: pinned to the GitHub App
+-- installation that covers owner when there is one (fleet.apps), else as
+-- api_for — the provider's other tokens.
+local function api_for_owner(owner, opts)
+  local api = api_for(opts)
+  if not (opts and opts.token) and core.in_task() and Apps.any(api) then
+    local label = Apps.token_for(api, owner)
+    if label then api = api:with_token(label) end
+  end
   return api
 end
 
@@ -190,7 +205,7 @@ local function open_repositories(owner, opts)
   if type(owner) ~= "string" or owner == "" then
     error("bad argument #1 (owner must be a non-empty string)", 3)
   end
-  local api = api_for(opts)
+  local api = api_for_owner(owner, opts)
   -- Pages build only the fields the plugin's normaliser reads, unless the
   -- caller wants the provider's whole object.
   if api.plugin.repository_keys and not (opts and opts.raw) then api = api:with_keep(api.plugin.repository_keys) end
@@ -270,7 +285,7 @@ end
 
 -- record, err = fleet.fetch_repository_details(owner, repo [, opts])
 function fleet.fetch_repository_details(owner, repo, opts)
-  local api = api_for(opts)
+  local api = api_for_owner(owner, opts)
   if not api.plugin.repository_details then return unsupported(api, "repository details") end
   local what = ("repository %s/%s"):format(tostring(owner), tostring(repo))
   local raw, err = plugin_call(api, what, api.plugin.repository_details, api, owner, repo, opts or {})
@@ -288,7 +303,7 @@ end
 
 local function list_call(field, what)
   return function(owner, repo, opts)
-    local api = api_for(opts)
+    local api = api_for_owner(owner, opts)
     local fn = api.plugin[field]
     if not fn then return unsupported(api, what) end
     local list, err = plugin_call(api, ("the %s of %s/%s"):format(what, tostring(owner), tostring(repo)),
@@ -366,9 +381,11 @@ function fleet.rate_limit(provider)
   local jobs = {}
   for _, name in ipairs(names) do
     local api = fleet.provider(name)
+    if core.in_task() and Apps.any(api) then Apps.start(api) end -- its installations become tokens
     if api.plugin.rate_limit then
       for _, t in ipairs(core.tokens(name)) do
-        if not t.disabled then jobs[#jobs + 1] = { api = api, label = t.label } end
+        -- an App's JWT has no /rate_limit; its installations do
+        if not t.disabled and t.kind ~= "app" then jobs[#jobs + 1] = { api = api, label = t.label } end
       end
     end
   end
@@ -387,7 +404,8 @@ end
 -- the provider accepts it and whose it is.
 function fleet.validate_credentials(provider)
   local api = fleet.provider(provider)
-  local tokens = core.tokens(api.name)
+  local tokens = {}
+  for _, t in ipairs(core.tokens(api.name)) do if t.kind == "token" then tokens[#tokens + 1] = t end end
   local out = fleet.map(tokens, function(t)
     local row = { token = t.label, provider = api.name, anonymous = t.anonymous }
     if not api.plugin.user_info then
