@@ -27,8 +27,9 @@ end
 
 -- A rejected JWT (401) disables the app: its key is wrong or revoked.
 local function app_call_failed(api, app, err)
-  if err and err.status == 401 then
-    disable(api, app, ("GitHub refused its JWT (401): %s"):format(err.message or "unauthorized"))
+  -- the host disables a token refused with 401 and says why in err.kind
+  if err and (err.status == 401 or err.kind == "auth") then
+    disable(api, app, "GitHub refused its JWT (401): the private key does not belong to the app, or the app id is wrong")
   end
   return nil, err
 end
@@ -55,7 +56,8 @@ local function take_token(api, app, inst)
       inst.obtained_at, inst.expires_at = core.now(), resp.expires_at
       return true
     end
-    if err.status == 401 or err.status == 403 or err.status == 404 then return app_call_failed(api, app, err) end
+    if err.kind == "auth" or err.status == 401 then return app_call_failed(api, app, err) end
+    if err.status == 403 or err.status == 404 or err.status == 422 then break end -- not for this app to fix
     core.sleep(math.min(8, 0.5 * 2 ^ (attempt - 1)))
   end
   core.log("warn", ("app %s: could not renew the token of installation %s: %s"):format(app.label, inst.label,
