@@ -135,6 +135,41 @@ describe("GitHub Apps", function()
     assert_no_secret(r.stderr, gf.slurp(wrong))
   end)
 
+  it("fetch 200 owners through two Apps of two installations and a personal token, renewing 20-second tokens", function()
+    local dir = gf.tmpdir()
+    local key1, pub1 = keypair(dir, "one")
+    local key2, pub2 = keypair(dir, "two")
+    local owners, names, covered = {}, {}, { [50] = 1001, [100] = 1002, [150] = 2001, [200] = 2002 }
+    for i = 1, 200 do
+      owners[i] = { ("owner-%03d"):format(i), covered[i] and 3000 or 5 }
+      names[i] = owners[i][1]
+    end
+    local emu = start(owners, {
+      { id = 1, pub = pub1, lifetime = 20, installations = { { 1001, names[50] }, { 1002, names[100] } } },
+      { id = 2, pub = pub2, lifetime = 20, installations = { { 2001, names[150] }, { 2002, names[200] } } },
+    }, { limits = { github = { limit = 10, window = 1 } } })
+    local cfg = config(dir, emu, { { "one", 1, key1 }, { "two", 2, key2 } })
+    local args = { "--config", cfg, "fetch" }
+    for _, n in ipairs(names) do args[#args + 1] = n end
+    local r = gf.run(args, { timeout = 300 })
+    assert.are.equal(0, r.code, r.stderr)
+    local seen, n = {}, 0
+    for _, rec in ipairs(gf.ndjson(r.stdout)) do
+      assert.is_nil(seen[rec.full_name], rec.full_name)
+      seen[rec.full_name], n = true, n + 1
+    end
+    assert.are.equal(expected(emu:world(), names), n)
+    local s = emu:stats()
+    for i = 1, 4 do assert.are.equal(30, per_token(s, i).ok, cjson.encode(s.tokens)) end -- each on its own
+    assert.are.equal(196, per_token(s, 0).ok)
+    assert.are.equal(0, s.primary_limited)
+    assert.are.equal(0, s.unauthorized)
+    assert.are.equal(0, s.apps.expired_token_used)
+    assert.is_true(s.apps.tokens_issued > 4, cjson.encode(s.apps)) -- renewed in the middle of the run
+    io.stderr:write(("\n[apps] 200 owners: %d repositories, %d requests, %d tokens issued, %s\n")
+      :format(n, s.requests, s.apps.tokens_issued, cjson.encode(s.by_status)))
+  end)
+
   it("renew installation tokens before they expire, so a run that outlives them has no failed request", function()
     local dir = gf.tmpdir()
     local key, pub = keypair(dir, "app")
