@@ -159,21 +159,18 @@ describe("credential: git", function()
     assert_clean(r)
   end)
 
-  it("without a helper that knows the host is a configuration error, not a prompt", function()
-    local dir = gf.tmpdir()
-    local env = git_env(dir, "exit 0")
-    local cfg = config(dir, "https://api.example.test", { "{ label: nobody, credential: git }" })
-    local r = gf.run({ "--config", cfg, "config", "check" }, { env = env, timeout = 30 })
-    assert.are.equal(2, r.code, r.stderr)
-    assert.matches("token nobody: git credential fill for https://example.test ", r.stderr, 1, true)
-  end)
-
-  it("with a helper that gives an empty password is a configuration error", function()
-    local dir = gf.tmpdir()
-    local env = git_env(dir, '[ "$1" = get ] || exit 0\necho username=u\necho password=')
-    local cfg = config(dir, "https://api.example.test", { "{ label: empty, credential: git }" })
-    local r = gf.run({ "--config", cfg, "config", "check" }, { env = env, timeout = 30 })
-    assert.are.equal(2, r.code, r.stderr)
-    assert.matches("token empty: git credential fill for https://example.test gave an empty password", r.stderr, 1, true)
-  end)
+  for _, case in ipairs({
+    { "without a helper that knows the host is a configuration error, not a prompt", "nobody", "exit 0", " exited" },
+    { "with a helper that gives an empty password is a configuration error", "empty",
+      '[ "$1" = get ] || exit 0\necho username=u\necho password=', " gave an empty password" },
+  }) do
+    it(case[1], function()
+      local dir = gf.tmpdir()
+      local env = git_env(dir, case[3])
+      local cfg = config(dir, "https://api.example.test", { "{ label: " .. case[2] .. ", credential: git }" })
+      local r = gf.run({ "--config", cfg, "config", "check" }, { env = env, timeout = 30 })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.matches("token " .. case[2] .. ": git credential fill for https://example.test" .. case[4], r.stderr, 1, true)
+    end)
+  end
 end)

@@ -142,6 +142,19 @@ describe("secrets", function()
     assert.are.equal("0\n", r.stdout)
   end)
 
+  -- Runs gitfleet once per argument list; each must succeed, and
+  -- check(text, where) is applied to its stdout and stderr.
+  local function run_each(cfg, env, arg_lists, check)
+    for _, args in ipairs(arg_lists) do
+      local full = { "--config", cfg }
+      for _, a in ipairs(args) do full[#full + 1] = a end
+      local r = gf.run(full, { env = env })
+      assert.are.equal(0, r.code, r.stderr)
+      check(r.stdout, args[#args] .. " stdout")
+      check(r.stderr, args[#args] .. " stderr")
+    end
+  end
+
   it("from credential helpers never reach the Lua state, stdout, stderr or the cache, even at -vv", function()
     local emu = setup()
     local dir = gf.tmpdir()
@@ -165,14 +178,7 @@ describe("secrets", function()
       print(table.concat(out, "\n"))
     ]])
     local env = { GIT_CONFIG_GLOBAL = dir .. "/gitconfig", GIT_CONFIG_NOSYSTEM = "1" }
-    for _, args in ipairs({ { "-vv", "run", script }, { "config", "check" }, { "rate-limit" } }) do
-      local full = { "--config", cfg }
-      for _, a in ipairs(args) do full[#full + 1] = a end
-      local r = gf.run(full, { env = env })
-      assert.are.equal(0, r.code, r.stderr)
-      assert_clean(r.stdout, args[#args] .. " stdout")
-      assert_clean(r.stderr, args[#args] .. " stderr")
-    end
+    run_each(cfg, env, { { "-vv", "run", script }, { "config", "check" }, { "rate-limit" } }, assert_clean)
     assert.is_true(emu:stats().credentialed_requests > 0)
     for _, f in ipairs({ "cache.sqlite", "cache.sqlite-wal" }) do
       local data = gf.slurp(dir .. "/" .. f)
@@ -211,15 +217,8 @@ describe("secrets", function()
       walk(_G, 0)
       print(table.concat(out, "\n"))
     ]])
-    local env = { APP_KEY = gf.slurp(key) }
-    for _, args in ipairs({ { "-vv", "run", script }, { "config", "check" }, { "rate-limit", "--format", "json" } }) do
-      local full = { "--config", cfg }
-      for _, a in ipairs(args) do full[#full + 1] = a end
-      local r = gf.run(full, { env = env })
-      assert.are.equal(0, r.code, r.stderr)
-      clean(r.stdout, args[#args] .. " stdout")
-      clean(r.stderr, args[#args] .. " stderr")
-    end
+    run_each(cfg, { APP_KEY = gf.slurp(key) },
+      { { "-vv", "run", script }, { "config", "check" }, { "rate-limit", "--format", "json" } }, clean)
     local s = emu:stats()
     assert.is_true(s.apps.tokens_issued >= 2, require("cjson").encode(s.apps))
     for _, f in ipairs({ "cache.sqlite", "cache.sqlite-wal" }) do
