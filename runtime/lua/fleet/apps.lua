@@ -137,12 +137,27 @@ local function state_of(api)
   return state
 end
 
--- Makes sure an installation's token has more than its margin to live
--- before a request goes out on it; one refresh at a time per installation.
+-- When a request submitted now could go out on the installation's token:
+-- now, or after its budget resets when it is spent (plus the pool's
+-- margin for clock skew), since the request waits in the pool till then.
+local function sendable_at(api, inst)
+  local at = core.now()
+  for _, row in ipairs(core.budgets(api.name)) do
+    if row.token == inst.label and row.remaining == 0 and row.reset then
+      at = math.max(at, row.reset + core.config().retry.reset_margin)
+    end
+  end
+  return at
+end
+
+-- Makes sure an installation's token still has more than its margin to
+-- live when a request submitted now can go out on it (a token that
+-- expired while the request waited for the budget would be refused);
+-- one renewal at a time per installation.
 local function prepare(api, label)
   local state = states[api.name]
   local inst = state and state.by_label[label]
-  if not inst or inst.app.disabled or core.now() < inst.expires_at - margin(inst) then return end
+  if not inst or inst.app.disabled or sendable_at(api, inst) < inst.expires_at - margin(inst) then return end
   local pending = state.refreshing[label]
   if not pending then
     pending = core.spawn(function()
