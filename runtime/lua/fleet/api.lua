@@ -96,11 +96,16 @@ function Api:request(method, path, opts)
   local url = self:url(path, opts.query)
   local token = opts.token or self.token
   if token and Api.prepare_token then Api.prepare_token(self, token) end
-  local resp, err = core.request(self.name, method, url, {
+  local request_opts = {
     headers = headers, body = body, token = token,
     resource = opts.resource, free = opts.free, cache = opts.cache, decode = opts.decode,
     secret_for = opts.secret_for,
-  })
+  }
+  local resp, err = core.request(self.name, method, url, request_opts)
+  -- a token that expired while the request waited is renewed, and the request made again once
+  if not resp and token and Api.renew_refused and Api.renew_refused(self, token, err) then
+    resp, err = core.request(self.name, method, url, request_opts)
+  end
   if not resp then
     err.provider = self.name
     if err.status and opts.ok_status and opts.ok_status[err.status] then

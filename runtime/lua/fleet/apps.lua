@@ -154,10 +154,11 @@ end
 -- live when a request submitted now can go out on it (a token that
 -- expired while the request waited for the budget would be refused);
 -- one renewal at a time per installation.
-local function prepare(api, label)
+local function prepare(api, label, force)
   local state = states[api.name]
   local inst = state and state.by_label[label]
-  if not inst or inst.app.disabled or sendable_at(api, inst) < inst.expires_at - margin(inst) then return end
+  if not inst or inst.app.disabled then return end
+  if not force and sendable_at(api, inst) < inst.expires_at - margin(inst) then return end
   local pending = state.refreshing[label]
   if not pending then
     pending = core.spawn(function()
@@ -196,6 +197,25 @@ end
 Api.prepare_token = function(api, label)
   local state = states[api.name]
   if state and state.by_label[label] then prepare(api, label) end
+end
+
+-- A request refused (401) on an installation token: the token expired
+-- while the request waited, or a request sent with the old token was
+-- refused after a renewal (and the host disabled the new one). Renews the
+-- token when it is disabled or expiring; true when the request may be made
+-- again (once).
+Api.renew_refused = function(api, label, err)
+  local state = states[api.name]
+  local inst = state and state.by_label[label]
+  if not inst or inst.app.disabled or err.kind ~= "auth" then return false end
+  local disabled = false
+  for _, t in ipairs(core.tokens(api.name)) do
+    if t.label == label then disabled = t.disabled end
+  end
+  if not disabled and core.now() < inst.expires_at - margin(inst) then return true end -- renewed meanwhile
+  local before = inst.expires_at
+  prepare(api, label, true)
+  return not inst.app.disabled and inst.expires_at > before
 end
 
 return Apps
