@@ -206,6 +206,8 @@ describe("GitHub Apps", function()
     assert.are.equal("token", rows["personal"].kind)
     local t = gf.run({ "--config", cfg, "rate-limit" })
     assert.matches("inventory/globex%s+installation", t.stdout)
+    local c = gf.run({ "--config", cfg, "config", "check" })
+    assert.matches("app inventory (app id 101, installations: auto)", c.stdout, 1, true)
     assert_no_secret(r.stdout .. r.stderr .. t.stdout .. t.stderr, gf.slurp(key))
   end)
 
