@@ -204,13 +204,6 @@ struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int na
         return NULL;
     }
     lua_State *co = lua_newthread(L); /* [fn, args..., co] */
-    /* A new thread has room for LUA_MINSTACK values: more arguments (a
-     * script run with many, `fetch` with 200 owners) need it grown first. */
-    if (!lua_checkstack(co, nargs + 1)) {
-        free(t);
-        luaL_error(L, "too many arguments for a task (%d)", nargs);
-        return NULL;
-    }
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *(struct fleet_task **)lua_getextraspace(co) = t;
     lua_xmove(L, co, nargs + 1);
