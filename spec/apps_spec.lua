@@ -149,9 +149,8 @@ describe("GitHub Apps", function()
       { id = 2, pub = pub2, lifetime = 20, installations = { { 2001, names[150] }, { 2002, names[200] } } },
     }, { limits = { github = { limit = 10, window = 1 } } })
     local cfg = config(dir, emu, { { "one", 1, key1 }, { "two", 2, key2 } })
-    local args = { "--config", cfg, "fetch" }
-    for _, n in ipairs(names) do args[#args + 1] = n end
-    local r = gf.run(args, { timeout = 300 })
+    local owners_file = gf.write(dir .. "/owners.txt", table.concat(names, "\n") .. "\n")
+    local r = gf.run({ "--config", cfg, "fetch", "--owners-file", owners_file }, { timeout = 300 })
     assert.are.equal(0, r.code, r.stderr)
     local seen, n = {}, 0
     for _, rec in ipairs(gf.ndjson(r.stdout)) do
