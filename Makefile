@@ -17,7 +17,7 @@ MANDIR = $(PREFIX)/share/man/man1
 COMPDIR = $(PREFIX)/share/bash-completion/completions
 
 CC ?= cc
-PKGS = lua5.4 lua5.4-cjson libcurl yaml-0.1 sqlite3 zlib hiredis
+PKGS = lua5.4 lua5.4-cjson libcurl yaml-0.1 sqlite3 zlib hiredis libcrypto
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -42,7 +42,7 @@ endif
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS ?=
-override CFLAGS += -std=c11 -D_GNU_SOURCE -DFLEET_VERSION='"$(VERSION)"' $(OPT) $(WARN) $(PKG_CFLAGS) -Iruntime -I$(BUILD)
+override CFLAGS += -std=c11 -D_GNU_SOURCE -DFLEET_VERSION='"$(VERSION)"' $(OPT) $(WARN) $(PKG_CFLAGS) -iquote runtime -I$(BUILD)
 LDLIBS = $(PKG_LIBS) -lm
 
 SRCS = $(wildcard runtime/*.c)

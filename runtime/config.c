@@ -12,6 +12,8 @@
  *   events, tree scalars, expanded strings, token file contents) is zeroed
  *   before it is freed. */
 #include "config.h"
+#include "credential_helper.h"
+#include "jwt.h"
 #include "log.h"
 #include "urlpath.h"
 
@@ -1203,11 +1205,26 @@ static void clear_token(struct fleet_token_conf *t)
     memset(t, 0, sizeof *t);
 }
 
+static void clear_app(struct fleet_app_conf *a)
+{
+    free(a->label);
+    free(a->app_id);
+    zfree(a->private_key);
+    for (size_t i = 0; i < a->ninstallations; i++)
+        free(a->installations[i]);
+    free(a->installations);
+    free(a->where);
+    memset(a, 0, sizeof *a);
+}
+
 static void clear_provider(struct fleet_provider_conf *p)
 {
     for (size_t i = 0; i < p->ntokens; i++)
         clear_token(&p->tokens[i]);
     free(p->tokens);
+    for (size_t i = 0; i < p->napps; i++)
+        clear_app(&p->apps[i]);
+    free(p->apps);
     free(p->name);
     free(p->plugin);
     free(p->base_url);
@@ -1305,21 +1322,97 @@ static int token_label(struct loader *ld, const char *provider, const struct nod
     return fail(ld, given, "label: use 1 to %d printable ASCII characters without spaces", MAX_LABEL);
 }
 
-/* The secret of a token entry, from token: or token_file:; *at: the node it came from. */
-static int token_secret(struct loader *ld, const struct node *item, char **secret, const struct node **at)
+/* The well-known host of a built-in provider's default base URL, for
+ * credential: git when the config gives no base_url. */
+static const char *default_git_host(const char *plugin)
+{
+    static const char *const known[][2] = {
+        {"github", "github.com"}, {"gitlab", "gitlab.com"}, {"bitbucket", "bitbucket.org"}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(plugin, known[i][0]) == 0)
+            return known[i][1];
+    return NULL;
+}
+
+/* The secret from a credential helper: token_command: [argv...] or
+ * credential: git. The helper runs now, once; an error names the token's
+ * label and what happened, never what the helper printed. */
+static int helper_secret(struct loader *ld, const struct fleet_provider_conf *pv, const struct node *item,
+                         const char *label, const struct node *cmd, const struct node *cred, char **secret)
+{
+    double timeout = FLEET_HELPER_TIMEOUT;
+    const struct node *t = map_get(item, "timeout");
+    if (t && get_number(ld, t, "timeout", false, &timeout))
+        return -1;
+    if (timeout <= 0 || timeout > 3600)
+        return fail(ld, t, "timeout: expected seconds, more than 0 and at most 3600");
+    char problem[200];
+    if (cred) {
+        char *kind;
+        if (get_string(ld, cred, "credential", &kind))
+            return -1;
+        bool git = strcmp(kind, "git") == 0;
+        free(kind);
+        if (!git)
+            return fail(ld, cred, "credential: the only helper is 'git' (git credential fill)");
+        char protocol[16], host[300];
+        const char *known = pv->base_url ? NULL : default_git_host(pv->plugin);
+        if (known)
+            snprintf(protocol, sizeof protocol, "https"), snprintf(host, sizeof host, "%s", known);
+        else if (!pv->base_url || fleet_helper_git_target(pv->base_url, protocol, sizeof protocol, host, sizeof host))
+            return fail(ld, cred, "credential: git needs providers.%s.base_url to know the host", pv->name);
+        if (fleet_helper_git(protocol, host, timeout, secret, problem, sizeof problem))
+            return fail(ld, cred, "token %s: git credential fill for %s://%s %s", label, protocol, host, problem);
+        return 0;
+    }
+    if (cmd->kind != NODE_SEQ || cmd->nkids == 0 || cmd->nkids > 64)
+        return fail(ld, cmd, "token_command: expected a list of 1 to 64 arguments (no shell), found %s",
+                    describe(cmd));
+    char **argv = xmalloc((cmd->nkids + 1) * sizeof *argv);
+    size_t n = 0;
+    int rc = 0;
+    for (; n < cmd->nkids && rc == 0; n++)
+        rc = get_string(ld, cmd->kids[n], "token_command", &argv[n]);
+    if (rc == 0 && !*argv[0])
+        rc = fail(ld, cmd, "token_command: the program name is empty");
+    argv[n] = NULL;
+    if (rc == 0 && fleet_helper_token(argv, timeout, secret, problem, sizeof problem))
+        rc = fail(ld, cmd, "token %s: token_command %s", label, problem);
+    for (size_t i = 0; i < n; i++)
+        zfree(argv[i]);
+    free(argv);
+    return rc;
+}
+
+/* The secret of a token entry, from token:, token_file:, token_command: or
+ * credential:; *at: the node it came from. */
+static int token_secret(struct loader *ld, const struct fleet_provider_conf *pv, const struct node *item,
+                        const char *label, char **secret, const struct node **at)
 {
     if (item->kind == NODE_SCALAR) {
         *at = item;
         return get_string(ld, item, "token", secret);
     }
-    const struct node *tok = map_get(item, "token"), *file = map_get(item, "token_file");
-    if (tok && file) {
-        const struct node *second = tok->mark.index > file->mark.index ? tok : file;
-        return fail(ld, second, "use either token or token_file in one entry, not both");
+    static const char *const sources[] = {"token", "token_file", "token_command", "credential"};
+    const struct node *src[4], *first = NULL;
+    for (int i = 0; i < 4; i++) {
+        src[i] = map_get(item, sources[i]);
+        if (!src[i])
+            continue;
+        if (first) {
+            const struct node *second = src[i]->mark.index > first->mark.index ? src[i] : first;
+            return fail(ld, second, "use one of token, token_file, token_command or credential in one entry");
+        }
+        first = src[i];
     }
-    if (!tok && !file)
-        return fail(ld, item, "a token entry needs token or token_file");
-    *at = tok ? tok : file;
+    if (!first)
+        return fail(ld, item, "a token entry needs token, token_file, token_command or credential");
+    if (map_get(item, "timeout") && !src[2] && !src[3])
+        return fail(ld, map_get(item, "timeout"), "timeout: only for token_command or credential");
+    const struct node *tok = src[0], *file = src[1];
+    *at = first;
+    if (src[2] || src[3])
+        return helper_secret(ld, pv, item, label, src[2], src[3], secret);
     if (tok)
         return get_string(ld, tok, "token", secret);
     char *path;
@@ -1341,7 +1434,7 @@ static int load_token(struct loader *ld, struct fleet_provider_conf *pv, const s
     int rc = -1;
     if ((user && get_string(ld, user, "username", &t.username)) ||
         (account && get_string(ld, account, "account", &t.account)) ||
-        token_secret(ld, item, &t.secret, &at))
+        token_secret(ld, pv, item, label, &t.secret, &at))
         goto out;
     if (!*t.secret) {
         rc = 0; /* an optional token left unset */
@@ -1370,7 +1463,8 @@ out:
 
 static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const struct node *list)
 {
-    static const char *const keys[] = {"label", "token", "token_file", "username", "account", NULL};
+    static const char *const keys[] = {"label",   "token",         "token_file", "token_command",
+                                       "credential", "timeout", "username",   "account", NULL};
     if (is_null(list))
         return 0;
     if (list->kind != NODE_SEQ)
@@ -1388,7 +1482,8 @@ static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const 
         char *label;
         if (item->kind == NODE_SEQ || is_null(item)) {
             rc = fail(ld, item, "providers.%s.tokens: each entry is a token string or a mapping "
-                                "(label, token, token_file, username, account), found %s",
+                                "(label, token, token_file, token_command, credential, username, "
+                                "account), found %s",
                       pv->name, describe(item));
             break;
         }
@@ -1416,10 +1511,106 @@ static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const 
     return rc;
 }
 
+/* The private key of an app entry, from private_key: or private_key_file:,
+ * checked to be an RSA key OpenSSL can sign with. */
+static int app_private_key(struct loader *ld, const struct node *item, const char *label, char **pem)
+{
+    const struct node *inline_key = map_get(item, "private_key"), *file = map_get(item, "private_key_file");
+    if (!inline_key == !file)
+        return fail(ld, item, "app %s: give one of private_key or private_key_file", label);
+    char problem[300];
+    if (inline_key) {
+        if (get_string(ld, inline_key, "private_key", pem))
+            return -1;
+    } else {
+        char *path;
+        if (get_path(ld, file, "private_key_file", false, &path))
+            return -1;
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077))
+            warn_readable(ld, path, &st);
+        int rc = fleet_jwt_read_key_file(path, pem, problem, sizeof problem);
+        free(path);
+        if (rc)
+            return fail(ld, file, "app %s: private_key_file %s", label, problem);
+    }
+    if (fleet_jwt_check_key(*pem, problem, sizeof problem))
+        return fail(ld, inline_key ? inline_key : file, "app %s: the private key %s", label, problem);
+    return 0;
+}
+
+/* installations: auto (the default), or a list of installation ids and
+ * account logins. */
+static int app_installations(struct loader *ld, const struct node *n, struct fleet_app_conf *a)
+{
+    a->installations_auto = true;
+    if (!n || is_null(n))
+        return 0;
+    if (n->kind == NODE_SCALAR && strcmp(n->text, "auto") == 0)
+        return 0;
+    if (n->kind != NODE_SEQ || n->nkids == 0 || n->nkids > FLEET_APP_MAX_INSTALLATIONS)
+        return fail(ld, n, "installations: expected auto or a list of 1 to %d installation ids or account logins",
+                    FLEET_APP_MAX_INSTALLATIONS);
+    a->installations_auto = false;
+    a->installations = xmalloc(n->nkids * sizeof *a->installations);
+    for (size_t i = 0; i < n->nkids; i++) {
+        char *v;
+        if (get_string(ld, n->kids[i], "installations", &v))
+            return -1;
+        a->installations[a->ninstallations++] = v;
+        if (!*v || has_control(v) || strlen(v) > MAX_LABEL)
+            return fail(ld, n->kids[i], "installations: an id or login of 1 to %d characters", MAX_LABEL);
+    }
+    return 0;
+}
+
+/* providers.NAME.apps: GitHub Apps whose installation tokens join the pool. */
+static int load_apps(struct loader *ld, struct fleet_provider_conf *pv, const struct node *list)
+{
+    static const char *const keys[] = {"label", "app_id", "private_key", "private_key_file", "installations", NULL};
+    if (is_null(list))
+        return 0;
+    if (list->kind != NODE_SEQ)
+        return fail(ld, list, "providers.%s.apps: expected a list, found %s", pv->name, describe(list));
+    char where[MAX_NAME + 64];
+    snprintf(where, sizeof where, "in an app entry of providers.%s", pv->name);
+    pv->apps = xmalloc(list->nkids * sizeof *pv->apps);
+    for (size_t i = 0; i < list->nkids; i++) {
+        const struct node *item = list->kids[i];
+        if (item->kind != NODE_MAP)
+            return fail(ld, item, "providers.%s.apps: each entry is a mapping (label, app_id, private_key_file "
+                                  "or private_key, installations)", pv->name);
+        if (check_keys(ld, item, where, keys, false))
+            return -1;
+        struct fleet_app_conf *a = &pv->apps[pv->napps++];
+        memset(a, 0, sizeof *a);
+        a->where = where_of(ld, item);
+        const struct node *label = map_get(item, "label"), *id = map_get(item, "app_id");
+        if (!label || get_string(ld, label, "label", &a->label) || !valid_label(a->label))
+            return fail(ld, label ? label : item, "app label: use 1 to %d printable ASCII characters without spaces",
+                        MAX_LABEL);
+        for (size_t j = 0; j < pv->ntokens; j++)
+            if (strcmp(pv->tokens[j].label, a->label) == 0)
+                return fail(ld, label, "app label %s is also a token label in providers.%s", a->label, pv->name);
+        for (size_t j = 0; j + 1 < pv->napps; j++)
+            if (strcmp(pv->apps[j].label, a->label) == 0)
+                return fail(ld, label, "duplicate app label in providers.%s", pv->name);
+        if (!id || get_string(ld, id, "app_id", &a->app_id))
+            return fail(ld, id ? id : item, "app %s: app_id is required (the App ID on the app's settings page)",
+                        a->label);
+        if (!*a->app_id || strspn(a->app_id, "0123456789") != strlen(a->app_id) || strlen(a->app_id) > 20)
+            return fail(ld, id, "app %s: app_id must be a number", a->label);
+        if (app_private_key(ld, item, a->label, &a->private_key) ||
+            app_installations(ld, map_get(item, "installations"), a))
+            return -1;
+    }
+    return 0;
+}
+
 static int load_provider(struct loader *ld, struct fleet_config *cfg, const struct node *key,
                          const struct node *value)
 {
-    static const char *const keys[] = {"plugin", "base_url", "tokens", NULL};
+    static const char *const keys[] = {"plugin", "base_url", "tokens", "apps", NULL};
     char shown[MAX_KEY_ECHO + 4];
     const char *problem = name_problem(key->text, key->len);
     key_for_message(key, shown, sizeof shown);
@@ -1458,7 +1649,10 @@ static int load_provider(struct loader *ld, struct fleet_config *cfg, const stru
                 pv->base_url[n - 1] = '\0';
         }
     }
-    return tokens ? load_tokens(ld, pv, tokens) : 0;
+    if (tokens && load_tokens(ld, pv, tokens))
+        return -1;
+    const struct node *apps = value->kind == NODE_MAP ? map_get(value, "apps") : NULL;
+    return apps ? load_apps(ld, pv, apps) : 0;
 }
 
 static void free_providers(struct fleet_config *cfg)

@@ -17,12 +17,27 @@ struct fleet_token_conf {
     char *where;    /* "file:line:column" of the token's entry */
 };
 
+/* A GitHub App (providers.NAME.apps): the host signs its JWT and gets
+ * installation tokens with it. */
+#define FLEET_APP_MAX_INSTALLATIONS 64 /* per app: auto uses the first 64 */
+struct fleet_app_conf {
+    char *label;
+    char *app_id;       /* the JWT's iss */
+    char *private_key;  /* PEM; NEVER printed or logged */
+    bool installations_auto;
+    char **installations; /* ids or account logins, when not auto */
+    size_t ninstallations;
+    char *where;
+};
+
 struct fleet_provider_conf {
     char *name;     /* instance name: the key under providers: */
     char *plugin;   /* plugin that implements it; defaults to name */
     char *base_url; /* NULL: the plugin's default */
     struct fleet_token_conf *tokens;
     size_t ntokens;
+    struct fleet_app_conf *apps;
+    size_t napps;
     char *where;    /* "file:line:column" of the key */
 };
 

@@ -18,6 +18,7 @@
 #include "lstate.h"
 #include "plugin.h"
 #include "pool.h"
+#include "apps.h"
 #include "sched.h"
 #include "skew.h"
 
@@ -68,6 +69,8 @@ struct fleet_host *fleet_host_new(struct fleet_config *cfg, const char *provider
         goto fail;
     if (host->cfg.shared.enabled && !(host->shared = fleet_shared_new(host, err, errlen)))
         goto fail;
+    if (!(host->apps = fleet_apps_new(host, err, errlen)))
+        goto fail;
     if (!(host->http = fleet_http_new(host))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -100,6 +103,7 @@ void fleet_host_free(struct fleet_host *host)
     fleet_cache_close(host->cache);
     fleet_shared_free(host->shared);
     fleet_skew_free(host->skew);
+    fleet_apps_free(host->apps);
     fleet_pool_free(host->pool);
     fleet_plugins_free(host);
     fleet_config_free(&host->cfg);

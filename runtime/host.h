@@ -18,6 +18,7 @@ struct fleet_pool;
 struct fleet_sched;
 struct fleet_cache;
 struct fleet_shared;
+struct fleet_apps;
 
 /* The C view of one provider instance: what the host needs from the plugin
  * on every request, read once when the plugin is loaded. */
@@ -54,6 +55,7 @@ struct fleet_host {
     size_t nproviders;
     struct fleet_pool *pool;
     struct fleet_shared *shared; /* budgets in Redis (shared:), or NULL */
+    struct fleet_apps *apps; /* GitHub Apps: JWTs and installation tokens */
     struct fleet_http *http;
     struct fleet_sched *sched;
     struct fleet_cache *cache; /* opened on the first cacheable request */

@@ -20,6 +20,7 @@ int luaopen_fleet_core(lua_State *L)
     fleet_cache_register(L);
     fleet_redis_register(L);
     fleet_files_register(L);
+    fleet_apps_register(L);
     fleet_json_register(L);
     return 1;
 }

@@ -16,6 +16,7 @@ void fleet_output_register(lua_State *L); /* loutput.c: writers */
 void fleet_cache_register(lua_State *L);  /* lcache.c: cache stats and clear */
 void fleet_files_register(lua_State *L);  /* lfiles.c: mkdir */
 void fleet_redis_register(lua_State *L);  /* lredis.c: Redis commands and scripts (shared:) */
+void fleet_apps_register(lua_State *L);   /* apps.c: GitHub Apps' JWTs and installation tokens */
 
 /* Pushes a structured error {kind=, message=, ...} with its metatable. */
 void fleet_push_error(lua_State *L, const char *kind, const char *message);

@@ -37,6 +37,30 @@ static void set_bool(lua_State *L, const char *k, int v)
     lua_setfield(L, -2, k);
 }
 
+/* provider.apps: {label=, app_id=, installations = "auto" | {ids or logins}} — never the key */
+static void push_apps(lua_State *L, const struct fleet_provider_conf *p)
+{
+    lua_createtable(L, (int)p->napps, 0);
+    for (size_t j = 0; j < p->napps; j++) {
+        const struct fleet_app_conf *a = &p->apps[j];
+        lua_createtable(L, 0, 3);
+        set_str(L, "label", a->label);
+        set_str(L, "app_id", a->app_id);
+        if (a->installations_auto) {
+            lua_pushliteral(L, "auto");
+        } else {
+            lua_createtable(L, (int)a->ninstallations, 0);
+            for (size_t k = 0; k < a->ninstallations; k++) {
+                lua_pushstring(L, a->installations[k]);
+                lua_rawseti(L, -2, (lua_Integer)k + 1);
+            }
+        }
+        lua_setfield(L, -2, "installations");
+        lua_rawseti(L, -2, (lua_Integer)j + 1);
+    }
+    lua_setfield(L, -2, "apps");
+}
+
 /* fleet.core.config() -> the loaded configuration, tokens by label only. */
 static int l_config(lua_State *L)
 {
@@ -61,6 +85,7 @@ static int l_config(lua_State *L)
             lua_rawseti(L, -2, (lua_Integer)j + 1);
         }
         lua_setfield(L, -2, "tokens");
+        push_apps(L, p);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "providers");

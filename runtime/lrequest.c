@@ -7,6 +7,7 @@
 
 #include <lauxlib.h>
 
+#include "apps.h"
 #include "headers.h"
 #include "host.h"
 #include "http.h"
@@ -118,6 +119,13 @@ static int request_k(lua_State *L, int status, lua_KContext ctx)
     struct fleet_task *t = fleet_sched_current(host->sched, L);
     t->waiting_on = NULL;
     const struct fleet_response *resp = fleet_http_response(r);
+    /* opts.secret_for: the body is an App installation's token, which goes
+     * to C and never to Lua (the provider's name is still at index 1). */
+    if (lua_gettop(L) >= 4 && lua_istable(L, 4) && lua_getfield(L, 4, "secret_for") == LUA_TSTRING) {
+        int n = fleet_apps_push_taken(L, host, lua_tostring(L, 1), lua_tostring(L, -1), resp);
+        fleet_http_unref(host, r);
+        return n;
+    }
     /* opts.decode, if asked for, is still at stack index 4 (the options). */
     int decode = 0;
     if (lua_gettop(L) >= 4 && lua_istable(L, 4)) {
@@ -251,6 +259,9 @@ static int l_request(lua_State *L)
         lua_pop(L, 1);
         if (lua_getfield(L, 4, "cache") != LUA_TNIL)
             spec.cacheable = spec.cacheable && lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (lua_getfield(L, 4, "secret_for") != LUA_TNIL)
+            spec.cacheable = false; /* a secret is never stored */
         lua_pop(L, 1);
     }
     spec.headers = headers;

@@ -1,9 +1,12 @@
 /* What Lua may know of the token pool: labels, accounts, budgets and
  * states — never a secret. */
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
+#include "cache.h"
 #include "host.h"
 #include "lfleet.h"
 #include "pool.h"
@@ -35,6 +38,16 @@ static void set_integer_or_nil(lua_State *L, const char *k, long v)
     lua_setfield(L, -2, k);
 }
 
+/* row.kind: "token", "app" (a GitHub App's JWT) or "installation" (with
+ * row.expires_at, when its current token expires). */
+static void push_kind(lua_State *L, const struct fleet_token *t)
+{
+    static const char *const kinds[] = {"token", "app", "installation"};
+    lua_pushstring(L, kinds[t->kind]);
+    lua_setfield(L, -2, "kind");
+    set_number_or_nil(L, "expires_at", t->expires_at, t->expires_at > 0);
+}
+
 static void push_row(lua_State *L, struct fleet_host *host, struct fleet_token *t, struct fleet_budget *b,
                      double now)
 {
@@ -57,6 +70,7 @@ static void push_row(lua_State *L, struct fleet_host *host, struct fleet_token *
     }
     lua_pushstring(L, fleet_pool_state(host->pool, t, now));
     lua_setfield(L, -2, "state");
+    push_kind(L, t);
     set_number_or_nil(L, "paused_until", t->paused_until, t->paused_until > now);
     lua_pushboolean(L, t->secret == NULL);
     lua_setfield(L, -2, "anonymous");
@@ -110,6 +124,7 @@ static int l_tokens(lua_State *L)
         lua_setfield(L, -2, "anonymous");
         lua_pushboolean(L, t->disabled);
         lua_setfield(L, -2, "disabled");
+        push_kind(L, t);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
@@ -147,6 +162,54 @@ static int l_set_account(lua_State *L)
     return 0;
 }
 
+/* The memo key under which a token's account is kept across runs: the
+ * provider's origin and the credential's salted hash, never the secret.
+ * Returns false when there is no cache or the token is anonymous. */
+static bool account_memo_key(struct fleet_host *host, struct fleet_token *t, char *key, size_t len)
+{
+    struct fleet_cache *c = fleet_host_cache(host);
+    if (!c || !t->secret)
+        return false;
+    if (!t->cache_id[0])
+        fleet_cache_credential(c, t->secret, t->secret_len, t->cache_id);
+    if (!t->cache_id[0])
+        return false;
+    snprintf(key, len, "%s account-of %s", t->provider->origin, t->cache_id);
+    return true;
+}
+
+/* fleet.core.recall_account(provider, label, max_age) -> account | nil:
+ * the account a lookup found for this credential in an earlier run. */
+static int l_recall_account(lua_State *L)
+{
+    struct fleet_host *host = fleet_host_from(L);
+    struct fleet_provider *p = check_provider(L, 1);
+    struct fleet_token *t = check_token(L, p, 2);
+    double max_age = luaL_checknumber(L, 3);
+    char key[400], account[256];
+    if (account_memo_key(host, t, key, sizeof key) &&
+        fleet_cache_memo_get(fleet_host_cache(host), key, max_age, account, sizeof account) && account[0])
+        lua_pushstring(L, account);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* fleet.core.remember_account(provider, label, account): keeps what a
+ * lookup found, so that the next run need not ask. */
+static int l_remember_account(lua_State *L)
+{
+    struct fleet_host *host = fleet_host_from(L);
+    struct fleet_provider *p = check_provider(L, 1);
+    struct fleet_token *t = check_token(L, p, 2);
+    size_t len;
+    const char *account = luaL_checklstring(L, 3, &len);
+    char key[400];
+    if (len > 0 && len < 256 && account_memo_key(host, t, key, sizeof key))
+        fleet_cache_memo_set(fleet_host_cache(host), key, account);
+    return 0;
+}
+
 /* fleet.core.observe_budget(provider, label, {resource=, limit=, remaining=,
  * used=, reset=}): figures a rate-limit endpoint reported. */
 static int l_observe_budget(lua_State *L)
@@ -181,6 +244,8 @@ void fleet_tokens_register(lua_State *L)
         {"tokens", l_tokens},
         {"begin_account_lookup", l_begin_account_lookup},
         {"set_account", l_set_account},
+        {"recall_account", l_recall_account},
+        {"remember_account", l_remember_account},
         {"observe_budget", l_observe_budget},
         {NULL, NULL},
     };

@@ -16,6 +16,7 @@ struct fleet_pool {
     struct fleet_host *host;
     struct fleet_token *tokens;
     int ntokens;
+    int capacity; /* ntokens plus room for Apps' tokens (never reallocated: tokens are held by pointer) */
     struct fleet_budget *budgets;
     char *secret_arena; /* locked, excluded from core dumps */
     size_t arena_size;
@@ -62,6 +63,36 @@ static void register_basic_secret(const char *user, const char *secret, size_t l
     free(enc);
 }
 
+/* Room for each App's JWT token and its installations' tokens. */
+static int app_token_room(const struct fleet_config *cfg)
+{
+    int n = 0;
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        for (size_t j = 0; j < cfg->providers[i].napps; j++) {
+            const struct fleet_app_conf *a = &cfg->providers[i].apps[j];
+            n += 1 + (a->installations_auto ? FLEET_APP_MAX_INSTALLATIONS : (int)a->ninstallations);
+        }
+    return n;
+}
+
+struct fleet_token *fleet_pool_add_token(struct fleet_pool *pool, struct fleet_provider *p, const char *label,
+                                         enum fleet_token_kind kind)
+{
+    if (pool->ntokens >= pool->capacity)
+        return NULL;
+    struct fleet_token *t = &pool->tokens[pool->ntokens];
+    memset(t, 0, sizeof *t);
+    t->id = pool->ntokens++;
+    t->kind = kind;
+    t->pinned_only = true;
+    t->provider = p;
+    t->label = xstrdup(label);
+    t->account_lookup = true;
+    t->cap = pool->host->cfg.http.per_token_concurrency;
+    t->cwnd = t->cap < 2 ? t->cap : 2;
+    return t;
+}
+
 struct fleet_pool *fleet_pool_new(struct fleet_host *host, char *err, size_t errlen)
 {
     struct fleet_pool *pool = calloc(1, sizeof *pool);
@@ -77,6 +108,8 @@ struct fleet_pool *fleet_pool_new(struct fleet_host *host, char *err, size_t err
     for (size_t i = 0; i < host->cfg.nproviders; i++)
         for (size_t j = 0; j < host->cfg.providers[i].ntokens; j++)
             arena += strlen(host->cfg.providers[i].tokens[j].secret) + 1;
+    count += app_token_room(&host->cfg);
+    pool->capacity = count;
     pool->tokens = calloc((size_t)count, sizeof *pool->tokens);
     if (!pool->tokens)
         goto oom;
@@ -310,7 +343,7 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
      * with it the answer is likely a free 304, with another a full 200.
      * So the request waits for the preferred token when it is merely busy,
      * and goes elsewhere only when it is paused, spent or disabled. */
-    if (preferred && !pinned && !preferred->disabled && preferred->paused_until <= now) {
+    if (preferred && !pinned && !preferred->pinned_only && !preferred->disabled && preferred->paused_until <= now) {
         struct fleet_budget *b = free_request ? NULL : fleet_pool_budget(pool, preferred, resource);
         if (b)
             roll_window(pool, b, now);
@@ -327,7 +360,7 @@ struct fleet_token *fleet_pool_reserve(struct fleet_pool *pool, struct fleet_pro
 
     for (int i = 0; i < pool->ntokens; i++) {
         struct fleet_token *t = &pool->tokens[i];
-        if (t->provider != p || (pinned && t != pinned) || t->disabled)
+        if (t->provider != p || (pinned ? t != pinned : t->pinned_only) || t->disabled)
             continue;
         any_enabled = true;
         if (t->paused_until > now) {

@@ -36,8 +36,18 @@ struct fleet_budget {
     struct shared_budget *shared; /* its state in the shared store, if any */
 };
 
+/* Where a token's secret comes from. */
+enum fleet_token_kind {
+    TOKEN_CONFIGURED,   /* a token from the configuration */
+    TOKEN_APP,          /* a GitHub App's JWT (runtime/apps.c), re-signed as needed */
+    TOKEN_INSTALLATION, /* an App installation's token, refreshed before it expires */
+};
+
 struct fleet_token {
     int id;
+    enum fleet_token_kind kind;
+    bool pinned_only;  /* used only by requests pinned to it (Apps' tokens) */
+    double expires_at; /* TOKEN_INSTALLATION: when the secret expires; 0 otherwise */
     char *label;
     struct fleet_provider *provider;
     const char *secret; /* in locked, non-dumpable memory; NULL: anonymous */
@@ -121,6 +131,14 @@ void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent
 void fleet_pool_set_account(struct fleet_pool *pool, struct fleet_token *t, const char *account);
 
 struct fleet_token *fleet_pool_find(struct fleet_pool *pool, struct fleet_provider *p, const char *label);
+
+/* Adds a token whose secret its owner (runtime/apps.c) keeps in locked
+ * memory and sets later; the pool made room for the configured Apps when
+ * it was created. The token is used only by requests pinned to it and
+ * its account is never looked up (its budget is its own). Returns NULL
+ * when no room is left. */
+struct fleet_token *fleet_pool_add_token(struct fleet_pool *pool, struct fleet_provider *p, const char *label,
+                                         enum fleet_token_kind kind);
 int fleet_pool_count(struct fleet_pool *pool);
 struct fleet_token *fleet_pool_at(struct fleet_pool *pool, int i);
 

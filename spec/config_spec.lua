@@ -102,7 +102,7 @@ describe("config check #valgrind", function()
 
         it("in a token entry, without quoting the key (it may be a pasted token)", function()
             assert_fixture_error("unknown_key_token.yaml", 5, 22, "unknown key in a token entry of providers.github",
-                "allowed: label, token, token_file, username, account")
+                "allowed: label, token, token_file, token_command, credential, timeout, username, account")
         end)
 
         it("a repeated key, with the first one's position", function()

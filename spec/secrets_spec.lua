@@ -141,4 +141,89 @@ describe("secrets", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("0\n", r.stdout)
   end)
+
+  -- Runs gitfleet once per argument list; each must succeed, and
+  -- check(text, where) is applied to its stdout and stderr.
+  local function run_each(cfg, env, arg_lists, check)
+    for _, args in ipairs(arg_lists) do
+      local full = { "--config", cfg }
+      for _, a in ipairs(args) do full[#full + 1] = a end
+      local r = gf.run(full, { env = env })
+      assert.are.equal(0, r.code, r.stderr)
+      check(r.stdout, args[#args] .. " stdout")
+      check(r.stderr, args[#args] .. " stderr")
+    end
+  end
+
+  it("from credential helpers never reach the Lua state, stdout, stderr or the cache, even at -vv", function()
+    local emu = setup()
+    local dir = gf.tmpdir()
+    local cmd = gf.write(dir .. "/vault", "#!/bin/sh\necho " .. GOOD .. "\n")
+    local git_helper = gf.write(dir .. "/git-helper", "#!/bin/sh\n[ \"$1\" = get ] || exit 0\n" ..
+      "echo username=x\necho password=" .. BAD .. "\n")
+    os.execute("chmod +x " .. gf.quote(cmd) .. " " .. gf.quote(git_helper))
+    gf.write(dir .. "/gitconfig", "[credential]\n\thelper = " .. git_helper .. "\n")
+    local cfg = gf.write(dir .. "/gitfleet.yaml", table.concat({
+      "providers:", "  github:", "    base_url: " .. emu.url, "    tokens:",
+      "      - { label: vault, token_command: [" .. cmd .. "] }",
+      "      - { label: git, credential: git }",
+      "cache: { path: " .. dir .. "/cache.sqlite }", "" }, "\n"))
+    local script = gf.script(HEAP_WALK .. [[
+      local repos = fleet.fetch_repositories("acme")
+      print(#repos)
+      for _, c in ipairs(fleet.validate_credentials("github")) do for k, v in pairs(c) do print("vc", k, v) end end
+      print(fleet.json.encode(fleet.config()))
+      walk(debug.getregistry(), 0)
+      walk(_G, 0)
+      print(table.concat(out, "\n"))
+    ]])
+    local env = { GIT_CONFIG_GLOBAL = dir .. "/gitconfig", GIT_CONFIG_NOSYSTEM = "1" }
+    run_each(cfg, env, { { "-vv", "run", script }, { "config", "check" }, { "rate-limit" } }, assert_clean)
+    assert.is_true(emu:stats().credentialed_requests > 0)
+    for _, f in ipairs({ "cache.sqlite", "cache.sqlite-wal" }) do
+      local data = gf.slurp(dir .. "/" .. f)
+      if data then assert_clean(data, f) end
+    end
+  end)
+
+  it("of GitHub Apps (key, JWTs, installation tokens) never reach the Lua state, output, logs or the cache", function()
+    local dir = gf.tmpdir()
+    local key, pub = dir .. "/app.pem", dir .. "/app.pub"
+    assert(os.execute(("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s 2>/dev/null && " ..
+      "openssl pkey -in %s -pubout -out %s && chmod 600 %s"):format(gf.quote(key), gf.quote(key), gf.quote(pub),
+      gf.quote(key))))
+    local key_body = gf.slurp(key):match("\n(%S+)\n")
+    local emu = emulator.start({ scenario = {
+      owners = { { name = "acme", kind = "org", repos = 150 } },
+      apps = { { id = 77, public_key = gf.slurp(pub), token_lifetime = 3,
+        installations = { { id = 7001, account = "acme" } } } },
+      limits = { github = { limit = 1, window = 1 } } } })
+    local cfg = gf.write(dir .. "/gitfleet.yaml", table.concat({
+      "providers:", "  github:", "    base_url: " .. emu.url, "    apps:",
+      "      - { label: app, app_id: 77, private_key: \"${APP_KEY}\" }",
+      "cache: { path: " .. dir .. "/cache.sqlite }", "" }, "\n"))
+    local function clean(text, where)
+      for _, s in ipairs({ "ghs_", "eyJhbGciOiJSUzI1NiIs", "PRIVATE KEY", key_body }) do
+        assert.is_nil(text:find(s, 1, true), ("a secret reached %s:\n%s"):format(where, text))
+      end
+    end
+    -- 2 pages at 1 a second on 3-second tokens: renewed at least once
+    local script = gf.script(HEAP_WALK .. [[
+      local repos, err = fleet.fetch_repositories("acme")
+      print(#repos, err)
+      for _, r in ipairs(fleet.rate_limit()) do for k, v in pairs(r) do print("rl", k, v) end end
+      print(fleet.json.encode(fleet.config()))
+      walk(debug.getregistry(), 0)
+      walk(_G, 0)
+      print(table.concat(out, "\n"))
+    ]])
+    run_each(cfg, { APP_KEY = gf.slurp(key) },
+      { { "-vv", "run", script }, { "config", "check" }, { "rate-limit", "--format", "json" } }, clean)
+    local s = emu:stats()
+    assert.is_true(s.apps.tokens_issued >= 2, require("cjson").encode(s.apps))
+    for _, f in ipairs({ "cache.sqlite", "cache.sqlite-wal" }) do
+      local data = gf.slurp(dir .. "/" .. f)
+      if data then clean(data, f) end
+    end
+  end)
 end)

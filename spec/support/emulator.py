@@ -43,6 +43,8 @@ import traceback
 import uuid
 from urllib.parse import parse_qsl, unquote
 
+import emulator_apps  # GitHub Apps: JWT verification, installations, expiring tokens
+
 # ---------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------
@@ -92,7 +94,7 @@ DEFAULT_OWNERS = [
 ]
 SCENARIO_KEYS = {"seed", "owners", "generate", "tokens", "limits", "secondary", "faults", "redirects",
                  "gzip", "oversize_bytes", "slowbody_bytes", "cache_mb", "clock_offset", "topics_per_repo",
-                 "latency"}
+                 "latency", "apps"}
 LIVE_KEYS = {"faults", "secondary", "limits", "redirects", "gzip", "oversize_bytes", "slowbody_bytes", "latency"}
 MAX_LATENCY = 60  # seconds: more is a mistake, not a network
 
@@ -423,6 +425,7 @@ def normalize_scenario(raw) -> dict:
     sc["clock_offset"] = _number(raw.get("clock_offset", 0), "clock_offset", -86400, 86400)
     # Every repository gets this many topics (a page far larger than usual).
     sc["topics_per_repo"] = _number(raw.get("topics_per_repo", 0), "topics_per_repo", 0, 100_000, integer=True)
+    sc["apps"] = _as_list(raw.get("apps"), "apps")
     return sc
 
 
@@ -1618,11 +1621,18 @@ class Emulator:
         self.cache = BodyCache(scenario["cache_mb"] << 20)
         self.lock = threading.Lock()
         self.shutdown = threading.Event()
-        self.tokens = scenario["tokens"]
+        try:
+            self.apps = emulator_apps.Apps(scenario["apps"], len(scenario["tokens"]))
+        except (emulator_apps.AppError, ValueError, IndexError) as exc:
+            raise ScenarioError(f"apps: {exc}") from exc
+        # each installation is a credential with its own budget and counters
+        self.tokens = scenario["tokens"] + self.apps.token_entries
         self._sites = {}
         self.token_by_text = {p: {} for p in PROVIDERS}
         self.basic_by_user = {p: {} for p in PROVIDERS}
         for t in self.tokens:
+            if "installation" in t:
+                continue  # its tokens are issued at run time
             if "token" in t:
                 self.token_by_text[t["provider"]][t["token"]] = t
             else:
@@ -1655,6 +1665,8 @@ class Emulator:
                     ts[key] = 0
             ts["max_in_flight"] = ts["in_flight"]
         self._seed_faults()
+        if hasattr(self, "apps"):
+            self.apps.reset_counters()
 
     def _seed_faults(self):
         faults = self.live["faults"]
@@ -1728,6 +1740,7 @@ class Emulator:
                 "tokens": {str(i): dict(s) for i, s in enumerate(self.token_stats)},
                 "anonymous": dict(self.anon_stats), "budgets": budgets,
                 "cache": {"entries": len(self.cache.items), "bytes": self.cache.bytes},
+                "apps": dict(self.apps.counters),
             }
 
     # -- the request pipeline -------------------------------------------------
@@ -1813,6 +1826,8 @@ class Emulator:
                     raise DropConnection()
                 return self._send_5xx(h, faults, fault_status)
 
+            if provider == "github" and req.seg and req.seg[0] == "app":
+                return self._serve_app(req, body)
             cred = self.authenticate(provider, headers)
             secondary = live["secondary"] if provider in ("github", "gitlab") else None
             tstats, refused = self._enter_token(cred, secondary)
@@ -1886,8 +1901,24 @@ class Emulator:
             return INVALID
         return self._token(provider, value, scheme == "bearer")
 
+    def _serve_app(self, req, body):
+        """/app/...: authenticated by the app's JWT, drawing on no installation's budget."""
+        status, out, headers, kind = self.apps.handle(
+            req.method, req.seg, req.headers.get("authorization"), max(1, int_param(req.q.get("page"), 1)),
+            int_param(req.q.get("per_page"), 30), f"{SCHEME}://{req.site.host}{req.path}")
+        with self.lock:
+            self.by_kind[kind] += 1
+            if status == 401:
+                self.counters["unauthorized"] += 1
+        self._count_status(status, None)
+        self.write(req.h, status, JSON_TYPE, dumps(out), headers, time.time(), head=req.method == "HEAD")
+
     def _token(self, provider, text, bearer):
         entry = self.token_by_text[provider].get(text)
+        if entry is None and provider == "github" and text.startswith("ghs_"):
+            entry = self.apps.installation_cred(text)
+            if entry == "expired":
+                return INVALID
         if entry is None:
             return INVALID
         return Cred(entry["index"], entry["account"], bearer)

@@ -38,6 +38,10 @@ for _, p in ipairs(fleet.providers()) do
   else
     out:write("    no tokens: unauthenticated\n")
   end
+  for _, a in ipairs(pc and pc.apps or {}) do
+    local inst = type(a.installations) == "table" and table.concat(a.installations, ", ") or a.installations
+    out:write(("    app %s (app id %s, installations: %s)\n"):format(a.label, a.app_id, inst))
+  end
 end
 local h, r = c.http, c.retry
 out:write(("http: max_connections %d, per_token_concurrency %d, timeout %gs, connect_timeout %gs, max_response_size %d bytes%s\n")

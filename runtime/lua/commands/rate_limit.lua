@@ -5,9 +5,10 @@ local cli = require("fleet.cli")
 local usage = [[
 usage: gitfleet rate-limit [--provider P] [--format table|json] [--all-resources]
 
-Shows each token's budget: provider, token label, account, limit,
-remaining, used, reset time (local time and how long until then) and state
-(ok, spent, paused, disabled). Budgets are refreshed from the provider's
+Shows each token's budget: provider, token label, kind (token; app: a
+GitHub App's own calls; installation: an App installation's token, as
+APP/ACCOUNT), account, limit, remaining, used, reset time (local time and
+how long until then) and state (ok, spent, paused, disabled). Budgets are refreshed from the provider's
 rate-limit endpoint where it has one (free of quota on GitHub). By default
 only GitHub's core resource is shown; --all-resources shows every one.
 ]]
@@ -36,7 +37,7 @@ else
 end
 local shown = {}
 for _, r in ipairs(rows) do
-  if opts.all_resources or not r.resource or r.resource == "core" or r.provider ~= "github" then
+  if opts.all_resources or not r.resource or r.resource == "core" or r.provider ~= "github" or r.kind == "app" then
     shown[#shown + 1] = r
   end
 end
@@ -46,7 +47,8 @@ if format == "json" then
   for i, r in ipairs(shown) do
     list[i] = { provider = r.provider, token = r.token, account = r.account or fleet.null,
       resource = r.resource or fleet.null, limit = r.limit or fleet.null, remaining = r.remaining or fleet.null,
-      used = r.used or fleet.null, reset = r.reset or fleet.null, state = r.state }
+      used = r.used or fleet.null, reset = r.reset or fleet.null, state = r.state, kind = r.kind,
+      expires_at = r.expires_at or fleet.null }
   end
   -- cjson writes an empty table as {}: the empty list is spelled out.
   io.stdout:write(#list > 0 and fleet.json.encode(list) or "[]", "\n")
@@ -57,9 +59,9 @@ local now = fleet.now()
 local out = {}
 for _, r in ipairs(shown) do
   local reset = r.reset and (cli.clock(r.reset) .. " (" .. cli.until_text(r.reset, now) .. ")") or ""
-  out[#out + 1] = { r.provider, r.token, r.account or "", r.resource or "", r.limit or "?", r.remaining or "?",
-    r.used or "?", reset, r.state }
+  out[#out + 1] = { r.provider, r.token, r.kind or "token", r.account or "", r.resource or "", r.limit or "?",
+    r.remaining or "?", r.used or "?", reset, r.state }
 end
-cli.table(io.stdout, { "PROVIDER", "TOKEN", "ACCOUNT", "RESOURCE", "LIMIT", "REMAINING", "USED", "RESET", "STATE" },
-  out)
+cli.table(io.stdout, { "PROVIDER", "TOKEN", "KIND", "ACCOUNT", "RESOURCE", "LIMIT", "REMAINING", "USED", "RESET",
+  "STATE" }, out)
 return 0

@@ -79,7 +79,7 @@ end
 
 -- resp, err = api:request(method, path, opts)
 -- opts: query, headers, body (string, or a table sent as JSON), token,
--- resource, free, cache, ok_status = {[404] = true} (statuses returned as a
+-- resource, free, cache, secret_for (runtime/apps.h), ok_status = {[404] = true} (statuses returned as a
 -- response instead of an error), decode = true (a JSON body comes back
 -- decoded as resp.data instead of resp.body; {items =, keep =} as in
 -- runtime/json.h).
@@ -94,10 +94,18 @@ function Api:request(method, path, opts)
     headers["Content-Type"] = headers["Content-Type"] or "application/json"
   end
   local url = self:url(path, opts.query)
-  local resp, err = core.request(self.name, method, url, {
-    headers = headers, body = body, token = opts.token or self.token,
+  local token = opts.token or self.token
+  if token and Api.prepare_token then Api.prepare_token(self, token) end
+  local request_opts = {
+    headers = headers, body = body, token = token,
     resource = opts.resource, free = opts.free, cache = opts.cache, decode = opts.decode,
-  })
+    secret_for = opts.secret_for,
+  }
+  local resp, err = core.request(self.name, method, url, request_opts)
+  -- a token that expired while the request waited is renewed, and the request made again once
+  if not resp and token and Api.renew_refused and Api.renew_refused(self, token, err) then
+    resp, err = core.request(self.name, method, url, request_opts)
+  end
   if not resp then
     err.provider = self.name
     if err.status and opts.ok_status and opts.ok_status[err.status] then

@@ -3,6 +3,7 @@
 local core = require("fleet.core")
 local json = require("cjson")
 local Api = require("fleet.api")
+local Apps = require("fleet.apps")
 local records = require("fleet.records")
 
 local fleet = {}
@@ -86,19 +87,37 @@ local function account_of(api)
   return user and user.login
 end
 
+-- A token's account does not change, so what a lookup found is kept in the
+-- cache under the credential's salted hash and trusted for a day without a
+-- request; after that the lookup is made again, and the cache turns it into
+-- a conditional request (a 304, which GitHub does not count).
+local ACCOUNT_FRESH = 86400
+
+local function learn_account(api, label)
+  local known = core.recall_account(api.name, label, ACCOUNT_FRESH)
+  if known then
+    core.set_account(api.name, label, known)
+    return
+  end
+  core.spawn(function()
+    -- a plugin that cannot tell leaves the token on a budget of its own
+    local ok, account = pcall(account_of, api:with_token(label))
+    if ok and type(account) == "string" then
+      core.set_account(api.name, label, account)
+      core.remember_account(api.name, label, account)
+    end
+  end)
+end
+
 local function learn_accounts(api)
   if not (api.plugin.account or api.plugin.user_info) then return end
   if not (api.plugin.budget and api.plugin.budget.per_account) then return end
-  local tokens = core.tokens(api.name)
+  -- Apps' tokens have budgets of their own and no /user to ask
+  local tokens = {}
+  for _, t in ipairs(core.tokens(api.name)) do if t.kind == "token" then tokens[#tokens + 1] = t end end
   if #tokens < 2 then return end
   for _, t in ipairs(tokens) do
-    if core.begin_account_lookup(api.name, t.label) then
-      core.spawn(function()
-        -- a plugin that cannot tell leaves the token on a budget of its own
-        local ok, account = pcall(account_of, api:with_token(t.label))
-        if ok and type(account) == "string" then core.set_account(api.name, t.label, account) end
-      end)
-    end
+    if core.begin_account_lookup(api.name, t.label) then learn_account(api, t.label) end
   end
 end
 
@@ -122,6 +141,18 @@ end
 -- the api it is given stays in that call (scripts and the host keep theirs).
 local function api_for(opts)
   return fleet.provider(opts and opts.provider):with_token(opts and opts.token)
+end
+
+-- The API object for requests about owner: pinned to the GitHub App
+-- installation that covers owner when there is one (fleet.apps), else as
+-- api_for — the provider's other tokens.
+local function api_for_owner(owner, opts)
+  local api = api_for(opts)
+  if not (opts and opts.token) and core.in_task() and Apps.any(api) then
+    local label = Apps.token_for(api, owner)
+    if label then api = api:with_token(label) end
+  end
+  return api
 end
 
 -- Calls a plugin function. A plugin that cannot read what its provider
@@ -182,7 +213,7 @@ local function open_repositories(owner, opts)
   if type(owner) ~= "string" or owner == "" then
     error("bad argument #1 (owner must be a non-empty string)", 3)
   end
-  local api = api_for(opts)
+  local api = api_for_owner(owner, opts)
   local bad = invalid_name(api, "owner", owner)
   if bad then return nil, bad end
   -- Pages build only the fields the plugin's normaliser reads, unless the
@@ -264,7 +295,7 @@ end
 
 -- record, err = fleet.fetch_repository_details(owner, repo [, opts])
 function fleet.fetch_repository_details(owner, repo, opts)
-  local api = api_for(opts)
+  local api = api_for_owner(owner, opts)
   if not api.plugin.repository_details then return unsupported(api, "repository details") end
   local bad = invalid_name(api, "owner", tostring(owner)) or invalid_name(api, "repository", tostring(repo))
   if bad then return nil, bad end
@@ -284,7 +315,7 @@ end
 
 local function list_call(field, what)
   return function(owner, repo, opts)
-    local api = api_for(opts)
+    local api = api_for_owner(owner, opts)
     local fn = api.plugin[field]
     if not fn then return unsupported(api, what) end
     local bad = invalid_name(api, "owner", tostring(owner)) or invalid_name(api, "repository", tostring(repo))
@@ -364,9 +395,11 @@ function fleet.rate_limit(provider)
   local jobs = {}
   for _, name in ipairs(names) do
     local api = fleet.provider(name)
+    if core.in_task() and Apps.any(api) then Apps.start(api) end -- its installations become tokens
     if api.plugin.rate_limit then
       for _, t in ipairs(core.tokens(name)) do
-        if not t.disabled then jobs[#jobs + 1] = { api = api, label = t.label } end
+        -- an App's JWT has no /rate_limit; its installations do
+        if not t.disabled and t.kind ~= "app" then jobs[#jobs + 1] = { api = api, label = t.label } end
       end
     end
   end
@@ -385,7 +418,8 @@ end
 -- the provider accepts it and whose it is.
 function fleet.validate_credentials(provider)
   local api = fleet.provider(provider)
-  local tokens = core.tokens(api.name)
+  local tokens = {}
+  for _, t in ipairs(core.tokens(api.name)) do if t.kind == "token" then tokens[#tokens + 1] = t end end
   local out = fleet.map(tokens, function(t)
     local row = { token = t.label, provider = api.name, anonymous = t.anonymous }
     if not api.plugin.user_info then
@@ -396,7 +430,10 @@ function fleet.validate_credentials(provider)
     row.valid = user ~= nil
     if user then
       row.account = user.login
-      if not t.anonymous then core.set_account(api.name, t.label, user.login) end
+      if not t.anonymous and type(user.login) == "string" then
+        core.set_account(api.name, t.label, user.login)
+        core.remember_account(api.name, t.label, user.login)
+      end
     else
       row.error = tostring(err)
       row.kind = err and err.kind
