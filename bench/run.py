@@ -997,7 +997,7 @@ def main(argv) -> int:
     work = Path(tempfile.mkdtemp(prefix="gitfleet-bench-"))
     started = time.time()
     try:
-        bench = Bench(gitfleet, work, peers=bool(want & {"a", "b", "c", "d"}))
+        bench = Bench(gitfleet, work, peers=bool(want & {"a", "b", "c", "d", "latency"}))
         log(f"{bench.rounds} rounds; scratch in {work}")
         if want & {"a", "d"}:
             bench.workload_a_d(want)  # (d) reuses (a)'s emulator and gitfleet cache
