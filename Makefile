@@ -17,7 +17,7 @@ MANDIR = $(PREFIX)/share/man/man1
 COMPDIR = $(PREFIX)/share/bash-completion/completions
 
 CC ?= cc
-PKGS = lua5.4 lua5.4-cjson libcurl yaml-0.1 sqlite3 zlib hiredis libcrypto
+PKGS = lua5.4 lua5.4-cjson libcurl yaml-0.1 sqlite3 zlib libdeflate hiredis libcrypto
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

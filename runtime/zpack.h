@@ -1,5 +1,5 @@
-/* Response bodies kept compressed in the cache: zlib's deflate at a fast
- * level for the bodies that came plain (a provider or proxy that does not
+/* Response bodies kept compressed in the cache: raw deflate at a fast
+ * level (libdeflate; zlib inflates) for the bodies that came plain (a provider or proxy that does not
  * gzip sends JSON about eight times larger than it needs to be stored). */
 #ifndef FLEET_ZPACK_H
 #define FLEET_ZPACK_H

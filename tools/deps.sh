@@ -4,7 +4,7 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 
-pkgs_build="gcc libc6-dev make pkg-config liblua5.4-dev libcurl4-openssl-dev libyaml-dev libsqlite3-dev zlib1g-dev lua-cjson lua-cjson-dev ca-certificates libhiredis-dev libssl-dev"
+pkgs_build="gcc libc6-dev make pkg-config liblua5.4-dev libcurl4-openssl-dev libyaml-dev libsqlite3-dev zlib1g-dev lua-cjson lua-cjson-dev ca-certificates libhiredis-dev libssl-dev libdeflate-dev"
 pkgs_test="lua5.4 lua-busted lua-socket lua-cjson python3 tmux openssl curl nghttp2-server procps clang libclang-rt-14-dev redis-server git"
 pkgs_sanitize="gcc dpkg-dev xz-utils"
 pkgs_valgrind="valgrind"
