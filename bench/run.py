@@ -68,7 +68,7 @@ TOKENS = [  # (label, token, account): fake tokens the emulator knows
 HTTP = {"max_connections": 64, "per_token_concurrency": 8}
 RETRY = {"base_delay": 0.05, "max_delay": 2, "reset_margin": 0.25}
 CACHE_MAX = "1GiB"            # the whole of (a) fits: (d) measures revalidation, not eviction
-OWNERS_IN_FLIGHT = 8          # the peers'; gitfleet fetch runs 16 owners at once by default
+OWNERS_IN_FLIGHT = 8          # the peers'; gitfleet fetch runs 64 owners at once by default
 RUN_TIMEOUT = 900             # seconds per client run
 FAULTS = {"rate": 0.10, "kinds": ["5xx", "drop", "truncate"], "seed": 11}
 QUOTA = {"limit": 20, "window": 3}
@@ -926,7 +926,7 @@ def render(bench: "Bench", want: set, elapsed: float, command: str) -> str:
         "expected repositories (from `GET /_emulator/world`: an organisation's are all visible to any valid token, "
         "a user's only the public ones) is FAILED and not timed.", "",
         "Clients:", "",
-        f"- **gitfleet**: `{gf_cmd}` (16 owners at once, its default). 3 tokens, each with `account:` set — "
+        f"- **gitfleet**: `{gf_cmd}` (64 owners at once, its default). 3 tokens, each with `account:` set — "
         "documented config that spares the one `GET /user` per token the pool otherwise makes to learn which "
         f"tokens share a budget. `http: {{max_connections: {HTTP['max_connections']}, per_token_concurrency: "
         f"{HTTP['per_token_concurrency']}}}`, `retry: {{base_delay: {RETRY['base_delay']}, max_delay: "

@@ -49,6 +49,7 @@ struct fleet_request {
     struct fleet_token *token; /* while in flight */
     CURL *easy;
     int sent_inflight;
+    bool landed; /* finished, not yet handled (fleet_http_landed) */
     struct fleet_transfer transfer;
     struct fleet_bytes compressed; /* the body as it came, when it came gzipped */
     struct fleet_cache_entry cached; /* the stored response being revalidated */
@@ -372,6 +373,7 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
         return false;
     r->token = tok;
     r->sent_inflight = tok->inflight;
+    r->landed = false;
     r->attempts++;
     if (r->has_cached) {
         fleet_cache_entry_free(&r->cached);
@@ -673,6 +675,29 @@ static bool follow_redirect(struct fleet_host *host, struct fleet_request *r, lo
     return r->method != NULL;
 }
 
+void fleet_http_landed(CURL *easy)
+{
+    struct fleet_request *r = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    r->landed = true;
+}
+
+/* The requests on r's token other than r whose answers have not come:
+ * those that finished in the same poll as r count as come (they are marked
+ * landed first), so a response handled a moment late is not taken for one
+ * the provider was still serving. */
+static int unanswered_besides(const struct fleet_request *r)
+{
+    int n = 0;
+    for (const struct fleet_request *q = r->prev; q; q = q->prev)
+        if (q->token == r->token && !q->landed)
+            n++;
+    for (const struct fleet_request *q = r->next; q; q = q->next)
+        if (q->token == r->token && !q->landed)
+            n++;
+    return n;
+}
+
 void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
 {
     struct fleet_http *h = host->http;
@@ -683,6 +708,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(fleet_sched_multi(host->sched), easy);
     fleet_transport_cleanup(&r->transfer);
+    int still_out = unanswered_besides(r);
     list_remove(&h->inflight, r);
 
     struct fleet_token *tok = r->token;
@@ -728,7 +754,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     switch (verdict.cls) {
     case CLASS_OK:
         host->stats.responses_ok++;
-        fleet_pool_success(host->pool, tok, r->sent_inflight, now);
+        fleet_pool_success(host->pool, tok, r->sent_inflight, still_out, now);
         if (status == 200 && r->cacheable && host->cache && !r->no_credentials)
             store_in_cache(host, r, tok);
         r->resp.status = status;
@@ -738,7 +764,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
         break;
     case CLASS_NOT_MODIFIED:
         host->stats.not_modified++;
-        fleet_pool_success(host->pool, tok, r->sent_inflight, now);
+        fleet_pool_success(host->pool, tok, r->sent_inflight, still_out, now);
         if (r->has_cached && !cached_body(host, r)) {
             /* The stored copy cannot be read back: fetch it anew. */
             r->skip_cache = true;

@@ -514,7 +514,8 @@ void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t)
         fleet_shared_token_changed(pool->host->shared, t);
 }
 
-void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, double now)
+void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, int unanswered,
+                        double now)
 {
     (void)pool;
     (void)now;
@@ -529,10 +530,11 @@ void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent
      * here raises the cap. */
     /* What a success shows the provider held at once: this request and
      * those sent before it that are still unanswered (at most the others
-     * in flight now). sent_inflight alone overstates it when responses
-     * come back fast: requests sent together may have been served one
-     * after another, and growing on that overshoots a concurrency limit. */
-    int held = 1 + (t->inflight < sent_inflight - 1 ? t->inflight : sent_inflight - 1);
+     * whose answers have not come). sent_inflight alone overstates it when
+     * responses come back fast: requests sent together may have been
+     * served one after another, and growing on that overshoots a
+     * concurrency limit. */
+    int held = 1 + (unanswered < sent_inflight - 1 ? unanswered : sent_inflight - 1);
     if (held > t->proven)
         t->proven = held;
     int want = t->proven + (t->proven < 2 ? t->proven : 2);

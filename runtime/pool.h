@@ -123,8 +123,10 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
 void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t);
 
 /* A request on t, sent with sent_inflight requests in flight on it
- * (itself included), succeeded: its window may grow, up to the cap. */
-void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, double now);
+ * (itself included), succeeded while `unanswered` others on t still waited
+ * for their answers: its window may grow, up to the cap. */
+void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, int unanswered,
+                        double now);
 
 /* Records the account a token belongs to; tokens of one account then share
  * one budget per resource. */

@@ -42,6 +42,8 @@ struct fleet_sched {
     bool stop_quietly;      /* fleet_sched_abandon: stop now, say nothing */
     double stop_deadline;   /* in-flight work is abandoned after this */
     int unobserved;
+    struct fleet_done { CURL *easy; CURLcode result; } *done; /* one poll's finished transfers */
+    int done_cap;
 };
 
 static int signal_pipe[2] = {-1, -1};
@@ -560,11 +562,29 @@ int fleet_sched_run(struct fleet_sched *s)
             fleet_redis_ready(redis, fds[1].revents);
         int running;
         curl_multi_perform(s->multi, &running);
+        /* Every transfer this poll finished is marked landed before any is
+         * handled, so none counts another that finished with it as still
+         * held by the provider (see fleet_http_landed). */
         CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(s->multi, &left)))
-            if (msg->msg == CURLMSG_DONE)
-                fleet_http_done(s->host, msg->easy_handle, msg->data.result);
+        int left, ndone = 0;
+        while ((msg = curl_multi_info_read(s->multi, &left))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            if (ndone == s->done_cap) {
+                int cap = s->done_cap ? 2 * s->done_cap : 64;
+                struct fleet_done *grown = realloc(s->done, (size_t)cap * sizeof *grown);
+                if (!grown) { /* handled at once: only the count of what was held suffers */
+                    fleet_http_done(s->host, msg->easy_handle, msg->data.result);
+                    continue;
+                }
+                s->done = grown;
+                s->done_cap = cap;
+            }
+            s->done[ndone++] = (struct fleet_done){msg->easy_handle, msg->data.result};
+            fleet_http_landed(msg->easy_handle);
+        }
+        for (int i = 0; i < ndone; i++)
+            fleet_http_done(s->host, s->done[i].easy, s->done[i].result);
     }
     /* A signal that stopped the last task's Lua code (interrupt.c) still
      * ends the run as a signal does. */
@@ -580,6 +600,7 @@ void fleet_sched_free(struct fleet_sched *s)
     while (s->all)
         task_free(s, s->all);
     free(s->heap);
+    free(s->done);
     curl_multi_cleanup(s->multi);
     free(s);
 }
