@@ -11,13 +11,7 @@ local TOKEN = "ghp_ATOMICxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 local PRECIOUS = "PRECIOUS\n"
 
 local function setup(scenario)
-  scenario = scenario or {}
-  scenario.tokens = { { token = TOKEN, provider = "github", account = "acme" } }
-  local emu = emulator.start({ scenario = scenario })
-  local dir = gf.tmpdir()
-  local cfg = gf.config({ providers = { github = { base_url = emu.url, tokens = { { label = "t", token = TOKEN } } } } },
-    dir)
-  return emu, cfg, dir
+  return gf.one_token_world(scenario or {}, TOKEN)
 end
 
 local function fetch(cfg, args, opts)

@@ -12,13 +12,9 @@ local OWNERS = {
 }
 
 local function setup(extra_scenario)
-  local scenario = { owners = OWNERS, tokens = { { token = TOKEN, provider = "github", account = "acme" } } }
+  local scenario = { owners = OWNERS }
   for k, v in pairs(extra_scenario or {}) do scenario[k] = v end
-  local emu = emulator.start({ scenario = scenario })
-  local dir = gf.tmpdir()
-  local cfg = gf.config({ providers = { github = { base_url = emu.url, tokens = { { label = "t", token = TOKEN } } } } },
-    dir)
-  return emu, cfg, dir
+  return gf.one_token_world(scenario, TOKEN)
 end
 
 local function run(cfg, ...)

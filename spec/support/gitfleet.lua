@@ -116,6 +116,15 @@ function M.config(cfg, dir)
   return M.write(dir .. "/gitfleet.yaml", M.yaml(cfg)), dir
 end
 
+-- An emulator serving `scenario` with one GitHub token (account "acme"),
+-- and a config for it in a fresh temp folder; returns emu, config path, dir.
+function M.one_token_world(scenario, token)
+  scenario.tokens = { { token = token, provider = "github", account = "acme" } }
+  local emu = require("spec.support.emulator").start({ scenario = scenario })
+  local cfg, dir = M.config({ providers = { github = { base_url = emu.url, tokens = { { label = "t", token = token } } } } })
+  return emu, cfg, dir
+end
+
 -- Runs a shell command line with its standard output and error captured;
 -- returns { code, stdout, stderr, seconds }. opts.pipe: a shell command that
 -- reads the command's standard output (r.stdout is then what it printed, and
