@@ -143,6 +143,7 @@ struct shared_budget {
     long sent_give, sent_settle;
     double next_try, retry_pause, last_sync, last_use;
     bool plenty;    /* at the last sync, far more was free than one block */
+    bool store_blind; /* at the last sync Redis had no figures: others wait on ours */
 };
 
 struct token_name {
@@ -385,6 +386,7 @@ static void on_sync(struct fleet_redis *r, redisReply *reply, void *data)
     /* Plenty free for everyone: unused units and settled ones need not go
      * back before the lease refresh, which saves round trips. */
     sb->plenty = rem >= 0 && rem - leased > 4 * sb->block * (long)s->host->cfg.shared.block;
+    sb->store_blind = rem == -1;
     double paused = reply_num(reply->element[5]);
     bool disabled = reply_int(reply->element[6]) == 1;
     sb->grant += n;
@@ -488,7 +490,11 @@ double fleet_shared_turn(struct fleet_shared *s, double now)
             }
             wake = fmin(wake, sb->next_try);
         }
-        if (sb->plenty && held > 0 && now - sb->last_sync < lease_refresh) {
+        if (sb->has_obs && sb->store_blind) {
+            /* The first figures of a budget: while Redis has none it grants
+             * one probe at a time, so the other processes wait for these. */
+            send_sync(s, sb, 0, 0, now);
+        } else if (sb->plenty && held > 0 && now - sb->last_sync < lease_refresh) {
             wake = fmin(wake, sb->last_sync + lease_refresh);
         } else if (sb->grant > 0 && now - sb->last_use >= IDLE_RETURN) {
             if (sb->block > base)
