@@ -25,7 +25,7 @@ Options:
   --queue NAME           the queue (letters, digits, '.', '_', '-')
   -d, --output-dir DIR   where the files go
   -p, --provider P       provider for owners pushed without PROVIDER:
-  -j, --concurrency N    owners fetched at once (default 16)
+  -j, --concurrency N    owners fetched at once (default 64)
   --follow               when the queue is empty, wait for more work
                          instead of exiting
   -h, --help             show this help
@@ -42,7 +42,7 @@ if opts.help then io.stdout:write(usage) return 0 end
 if #rest > 0 then fail("unexpected argument '" .. rest[1] .. "'") end
 if not opts.queue then fail("--queue NAME is required") end
 if not opts.output_dir then fail("--output-dir DIR is required") end
-local concurrency = math.tointeger(tonumber(opts.concurrency or 16))
+local concurrency = math.tointeger(tonumber(opts.concurrency or 64))
 if not concurrency or concurrency < 1 or concurrency > 1000 then fail("--concurrency must be from 1 to 1000") end
 if not core.redis_info() then fail("needs a shared: section with a Redis url in the configuration") end
 local providers = {}
@@ -149,16 +149,31 @@ end
 
 local redis_away = false
 local last_touch, last_empty = core.now(), -math.huge
+local empty_while_busy = false -- the last take found nothing while owners were still running
 local low = math.max(1, concurrency // 2)
+-- Owners taken at a time: few, so that workers started together share the
+-- large owners at the head of the queue instead of the first taking them all
+-- (one Redis round trip per take still serves several owners' requests).
+local TAKE_AT_MOST = 4
 
 while true do
   local now = core.now()
-  -- Take a batch when half the slots are free, so a take brings several
-  -- owners; after an empty take, wait a moment before asking again.
-  if nactive <= concurrency - low and now - last_empty >= 0.5 then
+  -- Take whenever a slot is free; after an empty take, wait a moment
+  -- before asking again ...
+  local took = 0
+  -- ... and only while no request waits for a slot: owners this worker
+  -- could not start now are left in the queue for other workers.
+  local _, waiting_requests = core.http_load()
+  local room = waiting_requests == 0
+  -- Once the last owner is done, ask again at once: the queue may be
+  -- finished (and the worker with it) or hold owners others gave back.
+  -- Idle, ask often: the queue ends when the others' last owners do.
+  local due = now - last_empty >= (nactive == 0 and 0.1 or 0.5) or (nactive == 0 and empty_while_busy)
+  if nactive < concurrency and room and due then
     local finished_items = acks
     acks = {}
-    local items, err = q:take(concurrency - nactive, nactive > 0 and "fetching" or "idle", finished_items)
+    local items, err = q:take(math.min(concurrency - nactive, TAKE_AT_MOST), nactive > 0 and "fetching" or "idle",
+      finished_items)
     if not items then
       for _, it in ipairs(finished_items) do acks[#acks + 1] = it end
       if not redis_away then log("waiting for Redis: %s", cli.describe(err)) end
@@ -167,12 +182,14 @@ while true do
     else
       if redis_away then log("Redis is back") end
       redis_away = false
+      took = #items
       for _, it in ipairs(items) do
         active[it.id] = it
         nactive = nactive + 1
         if it.reclaimed then log("%s: taken over from a worker that stopped (attempt %d)", it.item, it.attempts) end
         core.spawn(work, it)
       end
+      empty_while_busy = #items == 0 and nactive > 0
       if #items == 0 then
         last_empty = now
         if nactive == 0 then
@@ -192,7 +209,11 @@ while true do
     last_touch = now
     q:touch(held(), nactive > 0 and "fetching" or "idle")
   end
-  if not redis_away then finished:wait(nactive > 0 and 0.5 or 0.25) end
+  -- Slots still free after a take that brought owners: fill them first.
+  if not redis_away and not (took > 0 and nactive < concurrency) then
+    -- Busy: look again soon, as requests leave the wait before owners end.
+    finished:wait((nactive > 0 and not room) and 0.05 or nactive > 0 and 0.5 or 0.1)
+  end
 end
 flush_acks()
 if done == 0 and parked == 0 then
