@@ -150,6 +150,8 @@ end
 local redis_away = false
 local last_touch, last_empty = core.now(), -math.huge
 local empty_while_busy = false -- the last take found nothing while owners were still running
+local IDLE_FIRST, IDLE_MAX = 0.1, 1.0
+local idle_wait = IDLE_FIRST -- idle: between takes, doubling while the queue has nothing to give
 local low = math.max(1, concurrency // 2)
 -- Owners taken at a time: few, so that workers started together share the
 -- large owners at the head of the queue instead of the first taking them all
@@ -167,8 +169,9 @@ while true do
   local room = waiting_requests == 0
   -- Once the last owner is done, ask again at once: the queue may be
   -- finished (and the worker with it) or hold owners others gave back.
-  -- Idle, ask often: the queue ends when the others' last owners do.
-  local due = now - last_empty >= (nactive == 0 and 0.1 or 0.5) or (nactive == 0 and empty_while_busy)
+  -- Idle, ask soon, then less often: the queue ends when the others' last
+  -- owners do, which may be a moment or a long wait for a budget.
+  local due = now - last_empty >= (nactive == 0 and idle_wait or 0.5) or (nactive == 0 and empty_while_busy)
   if nactive < concurrency and room and due then
     local finished_items = acks
     acks = {}
@@ -188,6 +191,11 @@ while true do
         nactive = nactive + 1
         if it.reclaimed then log("%s: taken over from a worker that stopped (attempt %d)", it.item, it.attempts) end
         core.spawn(work, it)
+      end
+      if #items > 0 or nactive > 0 then
+        idle_wait = IDLE_FIRST
+      elseif not empty_while_busy then
+        idle_wait = math.min(IDLE_MAX, idle_wait * 2)
       end
       empty_while_busy = #items == 0 and nactive > 0
       if #items == 0 then
@@ -212,7 +220,7 @@ while true do
   -- Slots still free after a take that brought owners: fill them first.
   if not redis_away and not (took > 0 and nactive < concurrency) then
     -- Busy: look again soon, as requests leave the wait before owners end.
-    finished:wait((nactive > 0 and not room) and 0.05 or nactive > 0 and 0.5 or 0.1)
+    finished:wait((nactive > 0 and not room) and 0.05 or nactive > 0 and 0.5 or idle_wait)
   end
 end
 flush_acks()
