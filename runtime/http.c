@@ -686,14 +686,11 @@ void fleet_http_landed(CURL *easy)
  * those that finished in the same poll as r count as come (they are marked
  * landed first), so a response handled a moment late is not taken for one
  * the provider was still serving. */
-static int unanswered_besides(const struct fleet_request *r)
+static int unanswered_besides(const struct fleet_http *h, const struct fleet_request *r)
 {
     int n = 0;
-    for (const struct fleet_request *q = r->prev; q; q = q->prev)
-        if (q->token == r->token && !q->landed)
-            n++;
-    for (const struct fleet_request *q = r->next; q; q = q->next)
-        if (q->token == r->token && !q->landed)
+    for (const struct fleet_request *q = h->inflight.head; q; q = q->next)
+        if (q != r && q->token == r->token && !q->landed)
             n++;
     return n;
 }
@@ -708,7 +705,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(fleet_sched_multi(host->sched), easy);
     fleet_transport_cleanup(&r->transfer);
-    int still_out = unanswered_besides(r);
+    int still_out = unanswered_besides(h, r);
     list_remove(&h->inflight, r);
 
     struct fleet_token *tok = r->token;

@@ -295,22 +295,20 @@ static int l_parse_link(lua_State *L)
     return 1;
 }
 
-/* fleet.core.http_load() -> requests in flight, requests waiting for a
- * token, a slot or their time: a worker takes more work only while
- * nothing waits, and leaves the rest of the queue to others. */
-static int l_http_load(lua_State *L)
+/* fleet.core.http_waiting() -> requests waiting for a token, a slot or
+ * their time: a worker takes more work only while none waits, and leaves
+ * the rest of the queue to others. */
+static int l_http_waiting(lua_State *L)
 {
-    struct fleet_host *host = fleet_host_from(L);
-    lua_pushinteger(L, fleet_http_in_flight(host));
-    lua_pushinteger(L, fleet_http_pending(host));
-    return 2;
+    lua_pushinteger(L, fleet_http_pending(fleet_host_from(L)));
+    return 1;
 }
 
 void fleet_request_register(lua_State *L)
 {
     static const luaL_Reg meta[] = {{"__tostring", l_error_tostring}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"request", l_request}, {"parse_link", l_parse_link}, {"error", l_error}, {"http_load", l_http_load},
+        {"request", l_request}, {"parse_link", l_parse_link}, {"error", l_error}, {"http_waiting", l_http_waiting},
         {NULL, NULL},
     };
     luaL_newmetatable(L, ERROR_META);

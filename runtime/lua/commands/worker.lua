@@ -165,8 +165,7 @@ while true do
   local took = 0
   -- ... and only while no request waits for a slot: owners this worker
   -- could not start now are left in the queue for other workers.
-  local _, waiting_requests = core.http_load()
-  local room = waiting_requests == 0
+  local room = core.http_waiting() == 0
   -- Once the last owner is done, ask again at once: the queue may be
   -- finished (and the worker with it) or hold owners others gave back.
   -- Idle, ask soon, then less often: the queue ends when the others' last
