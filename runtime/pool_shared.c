@@ -30,6 +30,10 @@
  * they are used or given back within IDLE_RETURN. */
 #define RETRY_FIRST 0.2
 #define RETRY_MAX 1.0
+/* While the figures are unknown, one process's first request probes the
+ * budget and the others wait for its answer, a round trip away: they ask
+ * again after this, doubling to RETRY_MAX. */
+#define PROBE_WAIT_FIRST 0.02
 
 /* One budget's shared state, kept in Redis as a hash:
  *   remaining, reset, limit   the provider's last figures (merged: within a
@@ -141,7 +145,7 @@ struct shared_budget {
     long block;     /* units asked for at a time */
     double granted_at;
     long sent_give, sent_settle;
-    double next_try, retry_pause, last_sync, last_use;
+    double next_try, retry_pause, probe_wait, last_sync, last_use;
     bool plenty;    /* at the last sync, far more was free than one block */
     bool store_blind; /* at the last sync Redis had no figures: others wait on ours */
 };
@@ -246,6 +250,7 @@ static struct shared_budget *budget_state(struct fleet_shared *s, struct fleet_t
     sb->b = b;
     sb->token = t;
     sb->retry_pause = RETRY_FIRST;
+    sb->probe_wait = PROBE_WAIT_FIRST;
     sb->block = s->host->cfg.shared.block;
     /* Account budgets are named by the account (not a secret); a token's
      * own budget by the token's keyed hash. */
@@ -412,6 +417,10 @@ static void on_sync(struct fleet_redis *r, redisReply *reply, void *data)
     }
     if (n > 0 || sb->asked == 0) {
         sb->retry_pause = RETRY_FIRST;
+        sb->probe_wait = PROBE_WAIT_FIRST;
+    } else if (rem == -1) {
+        sb->next_try = now + sb->probe_wait;
+        sb->probe_wait = fmin(sb->probe_wait * 2, RETRY_MAX);
     } else if (rem == 0 && reset > 0) {
         sb->next_try = reset + s->host->cfg.retry.reset_margin;
     } else {
