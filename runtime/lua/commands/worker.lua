@@ -69,21 +69,51 @@ local function split(item)
   return opts.provider or fleet.default_provider(), item
 end
 
-local function write_owner(provider, owner, repos)
+-- Encodes each page as it comes: an owner waits for its file as ndjson
+-- text, which the collector need not walk, not as tables of records.
+local encoder = fleet.writer({ format = "ndjson" })
+
+-- Fetches owner and writes its records to DIR/PROVIDER/OWNER.ndjson
+-- through a temporary file and a rename, so the file appears whole. The
+-- file is written at the end, at once: one open file per worker, however
+-- many owners it fetches at a time. Returns true, or nil, err (a fetch
+-- error as a table, a file error as text).
+local function fetch_owner(provider, owner)
+  local next_page, err = fleet.each_repository_page(owner, { provider = provider })
+  if not next_page then return nil, err end
+  local chunks = {}
+  -- A later page's failure is raised from the iterator (its structured err).
+  local ok, perr = pcall(function()
+    for page in next_page do
+      local text, n = encoder:encode_many(page)
+      chunks[#chunks + 1] = { text = text, n = n }
+    end
+  end)
+  if not ok then return nil, perr end
+  local function failed(e) return nil, "cannot write " .. owner .. ": " .. tostring(e) end
   local dir = opts.output_dir .. "/" .. file_name(provider)
-  local made_dir, err = core.mkdir(dir)
-  if not made_dir then return nil, err end
+  local made_dir, derr = core.mkdir(dir)
+  if not made_dir then return failed(derr) end
   local final = dir .. "/" .. file_name(owner) .. ".ndjson"
   local tmp = ("%s/.%s.ndjson.%s.tmp"):format(dir, file_name(owner), file_name(q.consumer))
-  local written, werr = fleet.write(repos, { format = "ndjson", output = tmp })
-  if not written then
+  local w, werr = fleet.writer({ format = "ndjson", output = tmp })
+  if not w then return failed(werr) end
+  for _, c in ipairs(chunks) do
+    local written, e = w:write_encoded(c.text, c.n)
+    if not written then
+      w:discard()
+      return failed(e)
+    end
+  end
+  local closed, cerr = w:close()
+  if not closed then
     os.remove(tmp)
-    return nil, werr
+    return failed(cerr)
   end
   local renamed, rerr = os.rename(tmp, final)
   if not renamed then
     os.remove(tmp)
-    return nil, rerr
+    return failed(rerr)
   end
   return true
 end
@@ -98,15 +128,10 @@ local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"
 
 local function work(it)
   local provider, owner = split(it.item)
-  local repos, err = fleet.fetch_repositories(owner, { provider = provider })
-  if repos then
-    local written, werr = write_owner(provider, owner, repos)
-    if written then
-      acks[#acks + 1] = it
-      done = done + 1
-    else
-      err = "cannot write " .. owner .. ": " .. tostring(werr)
-    end
+  local written, err = fetch_owner(provider, owner)
+  if written then
+    acks[#acks + 1] = it
+    done = done + 1
   end
   if err then
     local final = type(err) == "table" and (err.kind == "not_found" or err.kind == "auth" or err.kind == "config")
