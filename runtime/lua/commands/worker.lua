@@ -175,8 +175,13 @@ end
 local redis_away = false
 local last_touch, last_empty = core.now(), -math.huge
 local empty_while_busy = false -- the last take found nothing while owners were still running
-local IDLE_FIRST, IDLE_MAX = 0.1, 1.0
-local idle_wait = IDLE_FIRST -- idle: between takes, doubling while the queue has nothing to give
+-- Idle: between takes, IDLE_FIRST for IDLE_FAST seconds, then doubling
+-- to IDLE_MAX while the queue has nothing to give. Others' last owners
+-- often end within moments, and the queue (and this worker) ends with
+-- them: asking often at first keeps this worker's exit close to theirs.
+local IDLE_FIRST, IDLE_FAST, IDLE_MAX = 0.05, 2.0, 1.0
+local idle_wait = IDLE_FIRST
+local idle_since = nil
 local low = math.max(1, concurrency // 2)
 -- Owners taken at a time: few, so that workers started together share the
 -- large owners at the head of the queue instead of the first taking them all
@@ -217,9 +222,10 @@ while true do
         core.spawn(work, it)
       end
       if #items > 0 or nactive > 0 then
-        idle_wait = IDLE_FIRST
+        idle_wait, idle_since = IDLE_FIRST, nil
       elseif not empty_while_busy then
-        idle_wait = math.min(IDLE_MAX, idle_wait * 2)
+        idle_since = idle_since or now
+        if now - idle_since >= IDLE_FAST then idle_wait = math.min(IDLE_MAX, idle_wait * 2) end
       end
       empty_while_busy = #items == 0 and nactive > 0
       if #items == 0 then
