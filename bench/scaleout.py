@@ -16,6 +16,13 @@ temporary folder):
        (from the workers' own fleet.stats()).
   (s2) no limits: the 200 small owners; 1 `gitfleet fetch` process against 1 and
        2 workers.
+  (s3) no limits: the 200-owner job of bench/run.py's (a) (38,029 repositories,
+       542 pages, six large organisations); 1 `gitfleet fetch` against 2
+       workers, alternating. The emulator renders every page once per token
+       first (it caches per account), so it costs little and the clients'
+       CPU is what is compared.
+
+BENCH_SCALEOUT picks the jobs (default s1,s2,s3).
 
 Every run's output must hold each expected repository exactly once (else
 FAILED). Medians over BENCH_ROUNDS rounds (default 3). Standard library only;
@@ -177,6 +184,19 @@ def fetch_run(gf: str, cfg: Path, emu: Emulator, parts: list[Path], want: int, w
             "trips_per_request": None, "ok": got == want and dup == 0, "got": got, "dup": dup}
 
 
+def warm_per_token(gf: str, emu: Emulator, owners_file: Path, want: int, work: Path):
+    """One fetch with each token alone, so the emulator has rendered every page
+    for every account before anything is measured."""
+    global TOKENS
+    saved = TOKENS
+    try:
+        for i, tok in enumerate(saved):
+            TOKENS = [tok]
+            fetch_run(gf, config(work / f"warm{i}.yaml", emu, None), emu, [owners_file], want, work)
+    finally:
+        TOKENS = saved
+
+
 def med(runs: list[dict], key: str):
     vals = [r[key] for r in runs if r["ok"] and r[key] is not None]
     return statistics.median(vals) if vals else None
@@ -194,51 +214,74 @@ def main(gitfleet: str) -> int:
     src = Path(gitfleet).parent / "providers"
     shutil.copytree(src if src.is_dir() else ROOT / "providers", work / "providers")
     rows: dict[str, list[dict]] = {}
+    jobs = set(os.environ.get("BENCH_SCALEOUT", "s1,s2,s3").split(","))
     started = time.time()
     try:
         tokens = [{"token": t, "provider": "github", "account": a} for _, t, a in TOKENS]
         redis = Redis(work)
-        # (s1) limited
-        emu = Emulator(work, {"seed": 1, "owners": BIG, "generate": SMALL, "tokens": tokens,
-                              "limits": {"github": QUOTA}})
-        world = emu.control("/_emulator/world")
-        owners = [o["name"] for o in BIG] + sorted(n for n in world["owners"] if n.startswith("small-"))
-        want = expected(world, owners)
-        owners_file = work / "owners.txt"
-        owners_file.write_text("\n".join(owners) + "\n")
-        parts = []
-        for k in range(4):
-            p = work / f"quarter{k}.txt"
-            p.write_text("\n".join(owners[k::4]) + "\n")
-            parts.append(p)
-        shared_cfg = config(work / "shared.yaml", emu, redis)
-        plain_cfg = config(work / "plain.yaml", emu, None)
-        for r in range(rounds):
-            for n in (1, 2, 4):
-                log(f"(s1) round {r + 1}: {n} worker(s)")
-                rows.setdefault(f"s1-{n}", []).append(workers_run(gf, shared_cfg, emu, redis, owners_file, n, want,
-                                                                  work))
-            log(f"(s1) round {r + 1}: 4 independent processes")
-            rows.setdefault("s1-indep", []).append(fetch_run(gf, plain_cfg, emu, parts, want, work))
-        requests_needed = med(rows["s1-1"], "requests") or 0
-        emu.stop()
-        # (s2) no limits
-        emu = Emulator(work, {"seed": 1, "generate": SMALL, "tokens": tokens, "limits": {"github": None}})
-        world = emu.control("/_emulator/world")
-        small = sorted(world["owners"])
-        want2 = expected(world, small)
-        small_file = work / "small.txt"
-        small_file.write_text("\n".join(small) + "\n")
-        shared_cfg = config(work / "shared2.yaml", emu, redis)
-        plain_cfg = config(work / "plain2.yaml", emu, None)
-        for r in range(rounds):
-            log(f"(s2) round {r + 1}: 1 process")
-            rows.setdefault("s2-fetch", []).append(fetch_run(gf, plain_cfg, emu, [small_file], want2, work))
-            for n in (1, 2):
-                log(f"(s2) round {r + 1}: {n} worker(s)")
-                rows.setdefault(f"s2-{n}", []).append(workers_run(gf, shared_cfg, emu, redis, small_file, n, want2,
-                                                                  work))
-        emu.stop()
+        requests_needed = 0
+        want = want2 = want3 = 0
+        if "s1" in jobs:
+            # (s1) limited
+            emu = Emulator(work, {"seed": 1, "owners": BIG, "generate": SMALL, "tokens": tokens,
+                                  "limits": {"github": QUOTA}})
+            world = emu.control("/_emulator/world")
+            owners = [o["name"] for o in BIG] + sorted(n for n in world["owners"] if n.startswith("small-"))
+            want = expected(world, owners)
+            owners_file = work / "owners.txt"
+            owners_file.write_text("\n".join(owners) + "\n")
+            parts = []
+            for k in range(4):
+                p = work / f"quarter{k}.txt"
+                p.write_text("\n".join(owners[k::4]) + "\n")
+                parts.append(p)
+            shared_cfg = config(work / "shared.yaml", emu, redis)
+            plain_cfg = config(work / "plain.yaml", emu, None)
+            for r in range(rounds):
+                for n in (1, 2, 4):
+                    log(f"(s1) round {r + 1}: {n} worker(s)")
+                    rows.setdefault(f"s1-{n}", []).append(workers_run(gf, shared_cfg, emu, redis, owners_file, n, want,
+                                                                      work))
+                log(f"(s1) round {r + 1}: 4 independent processes")
+                rows.setdefault("s1-indep", []).append(fetch_run(gf, plain_cfg, emu, parts, want, work))
+            requests_needed = med(rows["s1-1"], "requests") or 0
+            emu.stop()
+        if "s2" in jobs:
+            # (s2) no limits
+            emu = Emulator(work, {"seed": 1, "generate": SMALL, "tokens": tokens, "limits": {"github": None}})
+            world = emu.control("/_emulator/world")
+            small = sorted(world["owners"])
+            want2 = expected(world, small)
+            small_file = work / "small.txt"
+            small_file.write_text("\n".join(small) + "\n")
+            shared_cfg = config(work / "shared2.yaml", emu, redis)
+            plain_cfg = config(work / "plain2.yaml", emu, None)
+            for r in range(rounds):
+                log(f"(s2) round {r + 1}: 1 process")
+                rows.setdefault("s2-fetch", []).append(fetch_run(gf, plain_cfg, emu, [small_file], want2, work))
+                for n in (1, 2):
+                    log(f"(s2) round {r + 1}: {n} worker(s)")
+                    rows.setdefault(f"s2-{n}", []).append(workers_run(gf, shared_cfg, emu, redis, small_file, n, want2,
+                                                                      work))
+            emu.stop()
+        if "s3" in jobs:
+            # (s3) the 200-owner job of (a), no limits
+            emu = Emulator(work, {"seed": 1, "generate": {"count": 200, "total_repos": 40000, "large": 6},
+                                  "cache_mb": 4096, "tokens": tokens, "limits": {"github": None}})
+            world = emu.control("/_emulator/world")
+            every = sorted(world["owners"])
+            want3 = expected(world, every)
+            every_file = work / "every.txt"
+            every_file.write_text("\n".join(every) + "\n")
+            warm_per_token(gf, emu, every_file, want3, work)
+            shared_cfg = config(work / "shared3.yaml", emu, redis)
+            plain_cfg = config(work / "plain3.yaml", emu, None)
+            for r in range(rounds):
+                log(f"(s3) round {r + 1}: 1 process")
+                rows.setdefault("s3-fetch", []).append(fetch_run(gf, plain_cfg, emu, [every_file], want3, work))
+                log(f"(s3) round {r + 1}: 2 workers")
+                rows.setdefault("s3-2", []).append(workers_run(gf, shared_cfg, emu, redis, every_file, 2, want3, work))
+            emu.stop()
         redis.stop()
     finally:
         if os.environ.get("BENCH_KEEP"):
@@ -255,7 +298,8 @@ def main(gitfleet: str) -> int:
     emulator_floor = (windows - 1) * (QUOTA["window"] + 1) if windows else None
     names = {"s1-1": "1 worker", "s1-2": "2 workers", "s1-4": "4 workers",
              "s1-indep": "4 independent `fetch` processes, no shared:", "s2-fetch": "1 `gitfleet fetch` process",
-             "s2-1": "1 worker", "s2-2": "2 workers"}
+             "s2-1": "1 worker", "s2-2": "2 workers", "s3-fetch": "1 `gitfleet fetch` process",
+             "s3-2": "2 workers"}
     out = ["## Scale-out: workers sharing tokens and one queue through Redis", "",
            f"{time.strftime('%Y-%m-%d %H:%M %Z')}; medians of {rounds} rounds; `bench/scaleout.py` "
            f"(took {(time.time() - started) / 60:.1f} min).", "",
@@ -272,7 +316,7 @@ def main(gitfleet: str) -> int:
         out.append(f"| {names[key]} | {fmt(wall, '{:.1f}')} | {fmt(wall / minimum if wall and minimum else None)} | "
                    f"{fmt(wall / emulator_floor if wall and emulator_floor else None)} | "
                    f"{fmt(med(runs, 'refused'), '{:.0f}')} | {fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
-                   f"{'ok' if runs and all(r['ok'] for r in runs) else 'FAILED'} |")
+                   f"{('ok' if all(r['ok'] for r in runs) else 'FAILED') if runs else 'not run'} |")
     out += ["", f"(s2) no limits: the 200 small owners ({want2:,} repositories).", "",
             "| (s2) | wall s | speed-up against 1 process | Redis round trips / request | output |",
             "|---|---|---|---|---|"]
@@ -282,7 +326,23 @@ def main(gitfleet: str) -> int:
         wall = med(runs, "wall")
         out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
                    f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
-                   f"{'ok' if runs and all(r['ok'] for r in runs) else 'FAILED'} |")
+                   f"{('ok' if all(r['ok'] for r in runs) else 'FAILED') if runs else 'not run'} |")
+    out += ["", f"(s3) no limits: the 200-owner job of bench/run.py's (a) ({want3:,} repositories, six large "
+            "organisations), the emulator warmed for every token; rounds alternate.", "",
+            "| (s3) | wall s | speed-up against 1 process | Redis round trips / request | output |",
+            "|---|---|---|---|---|"]
+    base = med(rows.get("s3-fetch", []), "wall")
+    for key in ("s3-fetch", "s3-2"):
+        runs = rows.get(key, [])
+        wall = med(runs, "wall")
+        out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
+                   f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
+                   f"{('ok' if all(r['ok'] for r in runs) else 'FAILED') if runs else 'not run'} |")
+    pairs = [f["wall"] / w["wall"] for f, w in zip(rows.get("s3-fetch", []), rows.get("s3-2", []))
+             if f["ok"] and w["ok"]]
+    if pairs:
+        out += ["", "Speed-up of each round (1 process ÷ 2 workers): " + ", ".join(f"{x:.2f}" for x in pairs) +
+                f"; median {statistics.median(pairs):.2f}×."]
     report = "\n".join(out) + "\n"
     print(report)
     results = ROOT / "bench" / "results"
