@@ -115,9 +115,9 @@ def expected(world: dict, owners: list[str]) -> int:
     return sum(o[n]["repos"] if o[n]["kind"] == "org" else o[n]["public"] for n in owners)
 
 
-def config(path: Path, emu: Emulator, redis: Redis | None) -> Path:
+def config(path: Path, emu: Emulator, redis: Redis | None, tokens=TOKENS) -> Path:
     lines = ["providers:", "  github:", f'    base_url: "{emu.url}"', "    tokens:"]
-    lines += [f'      - {{ label: {l}, token: "{t}", account: {a} }}' for l, t, a in TOKENS]
+    lines += [f'      - {{ label: {l}, token: "{t}", account: {a} }}' for l, t, a in tokens]
     lines += ["http: { max_connections: 64, per_token_concurrency: 8 }",
               "retry: { base_delay: 0.05, max_delay: 2, reset_margin: 0.25 }", "cache: { enabled: false }"]
     if redis:
@@ -187,14 +187,25 @@ def fetch_run(gf: str, cfg: Path, emu: Emulator, parts: list[Path], want: int, w
 def warm_per_token(gf: str, emu: Emulator, owners_file: Path, want: int, work: Path):
     """One fetch with each token alone, so the emulator has rendered every page
     for every account before anything is measured."""
-    global TOKENS
-    saved = TOKENS
-    try:
-        for i, tok in enumerate(saved):
-            TOKENS = [tok]
-            fetch_run(gf, config(work / f"warm{i}.yaml", emu, None), emu, [owners_file], want, work)
-    finally:
-        TOKENS = saved
+    for i, tok in enumerate(TOKENS):
+        fetch_run(gf, config(work / f"warm{i}.yaml", emu, None, [tok]), emu, [owners_file], want, work)
+
+
+def outcome(runs: list[dict]) -> str:
+    return ("ok" if all(r["ok"] for r in runs) else "FAILED") if runs else "not run"
+
+
+def speedup_table(job: str, keys: tuple, rows: dict, names: dict) -> list[str]:
+    """Rows of wall time against the first key's (one `gitfleet fetch`)."""
+    out = [f"| ({job}) | wall s | speed-up against 1 process | Redis round trips / request | output |",
+           "|---|---|---|---|---|"]
+    base = med(rows.get(keys[0], []), "wall")
+    for key in keys:
+        runs = rows.get(key, [])
+        wall = med(runs, "wall")
+        out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
+                   f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | {outcome(runs)} |")
+    return out
 
 
 def med(runs: list[dict], key: str):
@@ -316,28 +327,12 @@ def main(gitfleet: str) -> int:
         out.append(f"| {names[key]} | {fmt(wall, '{:.1f}')} | {fmt(wall / minimum if wall and minimum else None)} | "
                    f"{fmt(wall / emulator_floor if wall and emulator_floor else None)} | "
                    f"{fmt(med(runs, 'refused'), '{:.0f}')} | {fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
-                   f"{('ok' if all(r['ok'] for r in runs) else 'FAILED') if runs else 'not run'} |")
-    out += ["", f"(s2) no limits: the 200 small owners ({want2:,} repositories).", "",
-            "| (s2) | wall s | speed-up against 1 process | Redis round trips / request | output |",
-            "|---|---|---|---|---|"]
-    base = med(rows.get("s2-fetch", []), "wall")
-    for key in ("s2-fetch", "s2-1", "s2-2"):
-        runs = rows.get(key, [])
-        wall = med(runs, "wall")
-        out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
-                   f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
-                   f"{('ok' if all(r['ok'] for r in runs) else 'FAILED') if runs else 'not run'} |")
+                   f"{outcome(runs)} |")
+    out += ["", f"(s2) no limits: the 200 small owners ({want2:,} repositories).", ""]
+    out += speedup_table("s2", ("s2-fetch", "s2-1", "s2-2"), rows, names)
     out += ["", f"(s3) no limits: the 200-owner job of bench/run.py's (a) ({want3:,} repositories, six large "
-            "organisations), the emulator warmed for every token; rounds alternate.", "",
-            "| (s3) | wall s | speed-up against 1 process | Redis round trips / request | output |",
-            "|---|---|---|---|---|"]
-    base = med(rows.get("s3-fetch", []), "wall")
-    for key in ("s3-fetch", "s3-2"):
-        runs = rows.get(key, [])
-        wall = med(runs, "wall")
-        out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
-                   f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | "
-                   f"{('ok' if all(r['ok'] for r in runs) else 'FAILED') if runs else 'not run'} |")
+            "organisations), the emulator warmed for every token; rounds alternate.", ""]
+    out += speedup_table("s3", ("s3-fetch", "s3-2"), rows, names)
     pairs = [f["wall"] / w["wall"] for f, w in zip(rows.get("s3-fetch", []), rows.get("s3-2", []))
              if f["ok"] and w["ok"]]
     if pairs:

@@ -30,9 +30,9 @@
  * they are used or given back within IDLE_RETURN. */
 #define RETRY_FIRST 0.2
 #define RETRY_MAX 1.0
-/* While the figures are unknown, one process's first request probes the
- * budget and the others wait for its answer, a round trip away: they ask
- * again after this, doubling to RETRY_MAX. */
+/* The same while the figures are unknown: what the others hold is one
+ * process's first request, which probes the budget and is answered a
+ * round trip away. */
 #define PROBE_WAIT_FIRST 0.02
 
 /* One budget's shared state, kept in Redis as a hash:
@@ -145,7 +145,8 @@ struct shared_budget {
     long block;     /* units asked for at a time */
     double granted_at;
     long sent_give, sent_settle;
-    double next_try, retry_pause, probe_wait, last_sync, last_use;
+    double next_try, last_sync, last_use;
+    double retry_pause; /* the last wait for units others held; 0: none */
     bool plenty;    /* at the last sync, far more was free than one block */
     bool store_blind; /* at the last sync Redis had no figures: others wait on ours */
 };
@@ -249,8 +250,6 @@ static struct shared_budget *budget_state(struct fleet_shared *s, struct fleet_t
     sb->s = s;
     sb->b = b;
     sb->token = t;
-    sb->retry_pause = RETRY_FIRST;
-    sb->probe_wait = PROBE_WAIT_FIRST;
     sb->block = s->host->cfg.shared.block;
     /* Account budgets are named by the account (not a secret); a token's
      * own budget by the token's keyed hash. */
@@ -377,7 +376,7 @@ static void on_sync(struct fleet_redis *r, redisReply *reply, void *data)
          * the side of fewer requests. */
         if (reply && reply->type == REDIS_REPLY_ERROR)
             fleet_log(FLEET_LOG_WARN, "shared budget update failed: %s", reply->str);
-        sb->next_try = now + sb->retry_pause;
+        sb->next_try = now + fmax(sb->retry_pause, RETRY_FIRST);
         return;
     }
     /* What was sent is accounted for. */
@@ -416,18 +415,17 @@ static void on_sync(struct fleet_redis *r, redisReply *reply, void *data)
         }
     }
     if (n > 0 || sb->asked == 0) {
-        sb->retry_pause = RETRY_FIRST;
-        sb->probe_wait = PROBE_WAIT_FIRST;
-    } else if (rem == -1) {
-        sb->next_try = now + sb->probe_wait;
-        sb->probe_wait = fmin(sb->probe_wait * 2, RETRY_MAX);
+        sb->retry_pause = 0;
     } else if (rem == 0 && reset > 0) {
         sb->next_try = reset + s->host->cfg.retry.reset_margin;
     } else {
         /* Others hold every unit for now: ask again soon, less often
          * the longer it lasts. */
+        if (sb->retry_pause > 0)
+            sb->retry_pause = fmin(sb->retry_pause * 2, RETRY_MAX);
+        else
+            sb->retry_pause = rem == -1 ? PROBE_WAIT_FIRST : RETRY_FIRST;
         sb->next_try = now + sb->retry_pause;
-        sb->retry_pause = fmin(sb->retry_pause * 2, RETRY_MAX);
     }
     sb->asked = 0;
     struct fleet_token *t = sb->token;

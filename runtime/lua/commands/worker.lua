@@ -71,6 +71,7 @@ end
 
 -- Encodes each page as it comes: an owner waits for its file as ndjson
 -- text, which the collector need not walk, not as tables of records.
+-- Only its encode_many is used; it never writes to its stdout.
 local encoder = fleet.writer({ format = "ndjson" })
 
 -- Fetches owner and writes its records to DIR/PROVIDER/OWNER.ndjson
