@@ -184,7 +184,13 @@ int fleet_transport_setup(CURL *easy, const struct fleet_http_conf *conf, struct
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "gitfleet/" FLEET_VERSION);
     curl_easy_setopt(easy, CURLOPT_HTTP_CONTENT_DECODING, 0L);
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L); /* prefer multiplexing to a new connection */
+    /* Over TLS, a request waits for the handshake to tell whether the
+     * origin multiplexes (HTTP/2) rather than opening a connection of its
+     * own. Plain http:// is HTTP/1.1 here, and there the wait would last
+     * until the first connection's first response: a round trip lost by
+     * every request sent with it. */
+    if (strncmp(a->url, "https://", 8) == 0)
+        curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);

@@ -1567,9 +1567,15 @@ class Snapshot:
         self.window_open = window_open
 
 
+RAMP_LEN = 64  # requests whose in-flight count on arrival is kept (stats "ramp")
+
+
 def new_token_stats():
+    # ramp: how many of the token's requests were in flight as each of its
+    # first RAMP_LEN admitted requests arrived (itself included): how fast a
+    # client's concurrency grows, without a clock.
     return {"requests": 0, "ok": 0, "not_modified": 0, "primary_limited": 0, "secondary_limited": 0,
-            "unauthorized": 0, "in_flight": 0, "max_in_flight": 0}
+            "unauthorized": 0, "in_flight": 0, "max_in_flight": 0, "ramp": []}
 
 
 # ---------------------------------------------------------------------------
@@ -1656,13 +1662,14 @@ class Emulator:
         self.fault_counts = collections.Counter()
         self.in_flight = getattr(self, "in_flight", 0)
         self.max_in_flight = self.in_flight
+        self.ramp = []
         if not hasattr(self, "token_stats"):
             self.token_stats = [new_token_stats() for _ in self.tokens]
             self.anon_stats = new_token_stats()
         for ts in self.token_stats + [self.anon_stats]:
             for key in ts:
                 if key != "in_flight":
-                    ts[key] = 0
+                    ts[key] = [] if key == "ramp" else 0
             ts["max_in_flight"] = ts["in_flight"]
         self._seed_faults()
         if hasattr(self, "apps"):
@@ -1736,8 +1743,8 @@ class Emulator:
                 "faults": dict(self.fault_counts), "primary_limited": c["primary_limited"],
                 "secondary_limited": c["secondary_limited"], "unauthorized": c["unauthorized"],
                 "credentialed_requests": c["credentialed_requests"], "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight,
-                "tokens": {str(i): dict(s) for i, s in enumerate(self.token_stats)},
+                "max_in_flight": self.max_in_flight, "ramp": list(self.ramp),
+                "tokens": {str(i): dict(s, ramp=list(s["ramp"])) for i, s in enumerate(self.token_stats)},
                 "anonymous": dict(self.anon_stats), "budgets": budgets,
                 "cache": {"entries": len(self.cache.items), "bytes": self.cache.bytes},
                 "apps": dict(self.apps.counters),
@@ -1795,6 +1802,8 @@ class Emulator:
             self.in_flight += 1
             if self.in_flight > self.max_in_flight:
                 self.max_in_flight = self.in_flight
+            if len(self.ramp) < RAMP_LEN:
+                self.ramp.append(self.in_flight)
             fault = fault_status = None
             faults = live["faults"]
             if faults and faults["rate"] > 0 and self.fault_rng.random() < faults["rate"]:
@@ -1947,6 +1956,8 @@ class Emulator:
             ts["in_flight"] += 1
             if ts["in_flight"] > ts["max_in_flight"]:
                 ts["max_in_flight"] = ts["in_flight"]
+            if len(ts["ramp"]) < RAMP_LEN:
+                ts["ramp"].append(ts["in_flight"])
             return ts, False
 
     def _stats_for(self, cred):
