@@ -49,6 +49,8 @@ struct fleet_request {
     struct fleet_token *token; /* while in flight */
     CURL *easy;
     int sent_inflight;
+    double sent_at;
+    long answered_before; /* its token's `answered` when it was sent */
     bool landed; /* finished, not yet handled (fleet_http_landed) */
     struct fleet_transfer transfer;
     struct fleet_bytes compressed; /* the body as it came, when it came gzipped */
@@ -73,6 +75,7 @@ struct fleet_http {
     CURL **idle; /* easy handles kept for reuse */
     int nidle, capidle;
     double logged_wake; /* the last budget wait announced */
+    double away; /* the last poll's time away: from the read before it to its call */
     double stall_check; /* when fleet_http_watch_stalls looks next */
 };
 
@@ -373,6 +376,8 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
         return false;
     r->token = tok;
     r->sent_inflight = tok->inflight;
+    r->sent_at = fleet_now();
+    r->answered_before = tok->answered;
     r->landed = false;
     r->attempts++;
     if (r->has_cached) {
@@ -675,24 +680,41 @@ static bool follow_redirect(struct fleet_host *host, struct fleet_request *r, lo
     return r->method != NULL;
 }
 
-void fleet_http_landed(CURL *easy)
+void fleet_http_landed(struct fleet_host *host, CURL *easy, double away)
 {
     struct fleet_request *r = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
     r->landed = true;
+    host->http->away = away;
 }
 
-/* The requests on r's token other than r whose answers have not come:
- * those that finished in the same poll as r count as come (they are marked
- * landed first), so a response handled a moment late is not taken for one
- * the provider was still serving. */
-static int unanswered_besides(const struct fleet_http *h, const struct fleet_request *r)
+/* r was answered without push-back: how many requests of its token the
+ * provider held at once with it, and its window's growth (pool.c).
+ *
+ * Held: r and those answered, also without push-back, while r was out
+ * (each was out when r was sent, or sent after it and answered first),
+ * no more than were out when r was sent. An answer counts only when the
+ * client saw it as it came: its time away from the poll that found it
+ * short next to the answer's round trip. After a long time away (a busy or
+ * slowed client) it may have come before r was even sent, and answers a
+ * fast provider gave one after another would look held at once. Answers
+ * not yet come do not count: one may be the refusal that shows the limit.
+ *
+ * Probing: the most that were out when any request of the token still
+ * unanswered was sent; the window does not grow past it before those
+ * answers come. */
+static void answered_ok(struct fleet_host *host, struct fleet_request *r, struct fleet_token *tok, double now)
 {
-    int n = 0;
+    const struct fleet_http *h = host->http;
+    long during = tok->answered - r->answered_before;
+    int held = 1 + (int)(during < r->sent_inflight - 1 ? during : r->sent_inflight - 1);
+    int probing = 0;
     for (const struct fleet_request *q = h->inflight.head; q; q = q->next)
-        if (q != r && q->token == r->token && !q->landed)
-            n++;
-    return n;
+        if (q->token == tok && !q->landed && q->sent_inflight > probing)
+            probing = q->sent_inflight;
+    if (h->away * 4 < now - r->sent_at)
+        tok->answered++;
+    fleet_pool_success(host->pool, tok, held, probing);
 }
 
 void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
@@ -705,7 +727,6 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(fleet_sched_multi(host->sched), easy);
     fleet_transport_cleanup(&r->transfer);
-    int still_out = unanswered_besides(h, r);
     list_remove(&h->inflight, r);
 
     struct fleet_token *tok = r->token;
@@ -751,7 +772,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
     switch (verdict.cls) {
     case CLASS_OK:
         host->stats.responses_ok++;
-        fleet_pool_success(host->pool, tok, r->sent_inflight, still_out, now);
+        answered_ok(host, r, tok, now);
         if (status == 200 && r->cacheable && host->cache && !r->no_credentials)
             store_in_cache(host, r, tok);
         r->resp.status = status;
@@ -761,7 +782,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
         break;
     case CLASS_NOT_MODIFIED:
         host->stats.not_modified++;
-        fleet_pool_success(host->pool, tok, r->sent_inflight, still_out, now);
+        answered_ok(host, r, tok, now);
         if (r->has_cached && !cached_body(host, r)) {
             /* The stored copy cannot be read back: fetch it anew. */
             r->skip_cache = true;
@@ -785,6 +806,7 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
         finish(host, r, ERR_NONE, NULL);
         break;
     case CLASS_REDIRECT:
+        answered_ok(host, r, tok, now);
         if (follow_redirect(host, r, status)) {
             requeue(host, r, 0);
         } else {
@@ -859,6 +881,11 @@ void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode cres)
                    r->transfer.errbuf[0] ? r->transfer.errbuf : curl_easy_strerror(cres), r->attempts);
         break;
     case CLASS_FINAL:
+        /* An answer that is not a limit (a 404 for an owner of the other
+         * kind, say) shows the provider took the request as well as a 200
+         * does: the token's window grows on it too. */
+        if (status > 0)
+            answered_ok(host, r, tok, now);
         if (status >= 400)
             host->stats.client_errors++;
         r->resp.status = status;

@@ -72,9 +72,10 @@ double fleet_http_dispatch(struct fleet_host *host, double now);
  * look next, or INFINITY when nothing is in flight. */
 double fleet_http_watch_stalls(struct fleet_host *host, double now);
 
-/* A transfer finished; marked before any of those that finished with it
- * is handled by fleet_http_done. */
-void fleet_http_landed(CURL *easy);
+/* A transfer finished, found by a poll called `away` seconds after the
+ * previous poll's transfers were read; marked before any of those that
+ * finished with it is handled by fleet_http_done. */
+void fleet_http_landed(struct fleet_host *host, CURL *easy, double away);
 
 /* A transfer finished (called from the loop, not from a curl callback). */
 void fleet_http_done(struct fleet_host *host, CURL *easy, CURLcode result);

@@ -514,11 +514,9 @@ void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t)
         fleet_shared_token_changed(pool->host->shared, t);
 }
 
-void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, int unanswered,
-                        double now)
+void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int held, int probing)
 {
     (void)pool;
-    (void)now;
     /* Slow start: the window is at most two more than the most requests
      * the provider took at once from this token, so while work keeps it
      * full it grows each round trip — 1, 2, 4, 6, 8 ... up to the cap —
@@ -526,18 +524,16 @@ void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent
      * Never more than two ahead of what was tried: a concurrency limit
      * below the cap is found with at most two refusals (the requests above
      * it in that round trip), where doubling found it with up to half the
-     * window. A secondary limit sets the window at the cut, and nothing
-     * here raises the cap. */
-    /* What a success shows the provider held at once: this request and
-     * those sent before it that are still unanswered (at most the others
-     * whose answers have not come). sent_inflight alone overstates it when
-     * responses come back fast: requests sent together may have been
-     * served one after another, and growing on that overshoots a
-     * concurrency limit. */
-    int held = 1 + (unanswered < sent_inflight - 1 ? unanswered : sent_inflight - 1);
+     * window. And not past requests still out beyond what is proven: their
+     * answers, not those of requests sent before them, tell whether the
+     * provider takes that many, and a limit's first refusal may be among
+     * them. A secondary limit sets the window at the cut, and nothing here
+     * raises the cap. */
     if (held > t->proven)
         t->proven = held;
     int want = t->proven + (t->proven < 2 ? t->proven : 2);
+    if (probing > t->proven && want > probing)
+        want = probing;
     if (want > t->cap)
         want = t->cap;
     if (want > t->cwnd)

@@ -64,6 +64,7 @@ struct fleet_token {
     int cwnd;   /* concurrency allowed now: 1 until the first response, then up to `proven` + 2 */
     int cap;    /* ceiling: per_token_concurrency, lowered by secondary limits */
     int proven; /* most requests in flight at once (as sent) that all succeeded */
+    long answered; /* answers without push-back, each counted when seen as it came */
     char cache_id[65]; /* the credential's identity in the cache; "" until computed */
     struct fleet_token_budget {
         char *resource;
@@ -122,11 +123,11 @@ double fleet_pool_pause(struct fleet_pool *pool, struct fleet_token *t, double w
 /* 401: the token is not used again this run. */
 void fleet_pool_disable(struct fleet_pool *pool, struct fleet_token *t);
 
-/* A request on t, sent with sent_inflight requests in flight on it
- * (itself included), succeeded while `unanswered` others on t still waited
- * for their answers: its window may grow, up to the cap. */
-void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int sent_inflight, int unanswered,
-                        double now);
+/* A request on t was answered without push-back while the provider held
+ * `held` requests of t at once (itself included), and t's unanswered
+ * requests were sent with at most `probing` in flight: its window may grow,
+ * up to the cap. */
+void fleet_pool_success(struct fleet_pool *pool, struct fleet_token *t, int held, int probing);
 
 /* Records the account a token belongs to; tokens of one account then share
  * one budget per resource. */

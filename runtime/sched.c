@@ -44,6 +44,7 @@ struct fleet_sched {
     int unobserved;
     struct fleet_done { CURL *easy; CURLcode result; } *done; /* one poll's finished transfers */
     int done_cap;
+    double last_read;       /* when the last poll's transfers were read */
 };
 
 static int signal_pipe[2] = {-1, -1};
@@ -517,6 +518,7 @@ static void abandon_all(struct fleet_sched *s)
 
 int fleet_sched_run(struct fleet_sched *s)
 {
+    s->last_read = fleet_now();
     while (s->live > 0) {
         if (fleet_signal_received && !s->stop_signal)
             fleet_sched_interrupt(s, fleet_signal_received);
@@ -555,6 +557,7 @@ int fleet_sched_run(struct fleet_sched *s)
         unsigned nfds = 1;
         if (redis && (fds[1].fd = fleet_redis_fd(redis, &fds[1].events)) >= 0 && fds[1].events)
             nfds = 2;
+        double away = fleet_now() - s->last_read;
         curl_multi_poll(s->multi, fds, nfds, timeout, NULL);
         if (fds[0].revents)
             drain_signal_pipe();
@@ -562,9 +565,10 @@ int fleet_sched_run(struct fleet_sched *s)
             fleet_redis_ready(redis, fds[1].revents);
         int running;
         curl_multi_perform(s->multi, &running);
-        /* Every transfer this poll finished is marked landed before any is
-         * handled, so none counts another that finished with it as still
-         * held by the provider (see fleet_http_landed). */
+        s->last_read = fleet_now();
+        /* Every transfer this poll finished is marked landed, with how
+         * long the client was away before it looked, before any is handled:
+         * none is then taken for one still out (see fleet_http_landed). */
         CURLMsg *msg;
         int left, ndone = 0;
         while ((msg = curl_multi_info_read(s->multi, &left))) {
@@ -573,7 +577,7 @@ int fleet_sched_run(struct fleet_sched *s)
             if (ndone == s->done_cap) {
                 int cap = s->done_cap ? 2 * s->done_cap : 64;
                 struct fleet_done *grown = realloc(s->done, (size_t)cap * sizeof *grown);
-                if (!grown) { /* handled at once: only the count of what was held suffers */
+                if (!grown) { /* handled at once: only the window's growth suffers */
                     fleet_http_done(s->host, msg->easy_handle, msg->data.result);
                     continue;
                 }
@@ -581,7 +585,7 @@ int fleet_sched_run(struct fleet_sched *s)
                 s->done_cap = cap;
             }
             s->done[ndone++] = (struct fleet_done){msg->easy_handle, msg->data.result};
-            fleet_http_landed(msg->easy_handle);
+            fleet_http_landed(s->host, msg->easy_handle, away);
         }
         for (int i = 0; i < ndone; i++)
             fleet_http_done(s->host, s->done[i].easy, s->done[i].result);

@@ -143,4 +143,40 @@ describe("a far provider (emulator latency)", function()
     local s = emu:assert_secondary_bounds(3, 2, 3)
     assert.is_true(s.secondary_limited >= 1, "the limit was never met: the spec tests nothing")
   end)
+
+  it("every token's first request goes out at once", function()
+    -- Over plain http:// a request must not wait for another connection's
+    -- first answer to learn whether it multiplexes (HTTP/1.1 never does).
+    local toks = tokens(3)
+    local owners, names = {}, {}
+    for i = 1, 3 do
+      owners[i] = { name = ("first%d"):format(i), kind = "org", repos = 10 }
+      names[i] = owners[i].name
+    end
+    local emu = emulator.start({ scenario = { owners = owners, tokens = toks, limits = { github = cjson.null },
+      latency = 0.5 } })
+    local r, got = fetch(config_for(emu, toks, 8), names)
+    assert.are.equal(0, r.code, r.stderr)
+    assert_each_once(got, 30)
+    local ramp = emu:stats().ramp
+    assert.are.same({ 1, 2, 3 }, ramp, "in flight as each request came: " .. table.concat(ramp, " "))
+  end)
+
+  it("a 404 grows the window as a 200 does", function()
+    -- Owners that exist under neither kind: every answer is a 404 (with
+    -- the budget's figures, as GitHub sends them), and each token still
+    -- reaches its configured concurrency.
+    local toks = tokens(2)
+    local names = {}
+    for i = 1, 40 do names[i] = ("nobody%02d"):format(i) end
+    local emu = emulator.start({ scenario = { owners = { { name = "somebody", kind = "org", repos = 1 } },
+      tokens = toks, latency = LATENCY } })
+    local r = fetch(config_for(emu, toks, 4), names)
+    assert.are.equal(1, r.code, r.stderr)
+    local s = emu:stats()
+    assert.are.equal(s.requests, s.by_status["404"], "every answer a 404")
+    for i = 0, 1 do
+      assert.are.equal(4, s.tokens[tostring(i)].max_in_flight, ("token %d"):format(i))
+    end
+  end)
 end)
