@@ -116,7 +116,7 @@ describe("the shared work queue", function()
     assert.matches("queue crawl: 0 waiting, 0 in progress, 60 done, 0 parked", text.stdout, 1, true)
     assert.matches("worker [^ ]+: idle, last beat %d+s ago", text.stdout)
     -- nothing temporary is left behind
-    assert.equals("", gf.capture("find " .. gf.quote(dir) .. " -name '*.tmp'"))
+    assert.equals("", gf.capture("find " .. gf.quote(dir) .. " -name '.*'"))
   end)
 
   it("loses nothing when a worker is killed in the middle, with faults", function()

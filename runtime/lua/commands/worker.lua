@@ -95,9 +95,10 @@ local function fetch_owner(provider, owner)
   local dir = opts.output_dir .. "/" .. file_name(provider)
   local made_dir, derr = core.mkdir(dir)
   if not made_dir then return failed(derr) end
-  local final = dir .. "/" .. file_name(owner) .. ".ndjson"
-  local tmp = ("%s/.%s.ndjson.%s.tmp"):format(dir, file_name(owner), file_name(q.consumer))
-  local w, werr = fleet.writer({ format = "ndjson", output = tmp })
+  -- The writer replaces the file at once (a temporary file beside it,
+  -- synced, renamed, the folder synced): the owner's file is complete and
+  -- on disk under its own name before the owner is acknowledged.
+  local w, werr = fleet.writer({ format = "ndjson", output = dir .. "/" .. file_name(owner) .. ".ndjson" })
   if not w then return failed(werr) end
   for _, c in ipairs(chunks) do
     local written, e = w:write_encoded(c.text, c.n)
@@ -107,15 +108,7 @@ local function fetch_owner(provider, owner)
     end
   end
   local closed, cerr = w:close()
-  if not closed then
-    os.remove(tmp)
-    return failed(cerr)
-  end
-  local renamed, rerr = os.rename(tmp, final)
-  if not renamed then
-    os.remove(tmp)
-    return failed(rerr)
-  end
+  if not closed then return failed(cerr) end
   return true
 end
 
