@@ -19,6 +19,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "apps.h"
+#include "background.h"
 #include "sched.h"
 #include "skew.h"
 
@@ -87,18 +88,30 @@ fail:
     return NULL;
 }
 
+struct fleet_background *fleet_host_background(struct fleet_host *host)
+{
+    if (!host->background)
+        host->background = fleet_background_new();
+    return host->background;
+}
+
 void fleet_host_free(struct fleet_host *host)
 {
     if (!host)
         return;
     if (host->sched)
         fleet_http_abandon_all(host);
+    /* Blocking work still under way ends first: its completions refer to
+     * tasks and Lua values. */
+    if (host->background)
+        fleet_background_finish(host->background);
     /* Tasks hold registry references: free them while the state lives,
      * then let handles collected by lua_close see no scheduler. */
     fleet_sched_free(host->sched);
     host->sched = NULL;
     if (host->L)
         lua_close(host->L);
+    fleet_background_free(host->background);
     fleet_http_free(host->http);
     fleet_cache_close(host->cache);
     fleet_shared_free(host->shared);

@@ -60,6 +60,7 @@ struct fleet_host {
     struct fleet_sched *sched;
     struct fleet_cache *cache; /* opened on the first cacheable request */
     struct fleet_skew *skew;   /* clock offset per origin, from Date headers (skew.h) */
+    struct fleet_background *background; /* blocking work off the loop (background.h), or NULL */
     bool cache_opened;
     struct fleet_stats stats;
 
@@ -92,6 +93,10 @@ struct fleet_host *fleet_host_from(lua_State *L);
 /* The response cache, opened on first use; NULL when disabled or when no
  * cache can be had (the run goes on without one). */
 struct fleet_cache *fleet_host_cache(struct fleet_host *host);
+
+/* The thread for blocking work, started on first use; NULL if none can
+ * be had (the caller then does the work itself). */
+struct fleet_background *fleet_host_background(struct fleet_host *host);
 
 /* Finds a provider by instance name; NULL if none. */
 struct fleet_provider *fleet_host_provider(struct fleet_host *host, const char *name);

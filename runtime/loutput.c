@@ -41,6 +41,7 @@
 #include <lauxlib.h>
 
 #include "atomicfile.h"
+#include "background.h"
 #include "host.h"
 #include "lfleet.h"
 #include "log.h"
@@ -70,6 +71,7 @@ struct writer {
     bool to_path;             /* file is in use: commit or discard it on close */
     enum format format;
     bool closed;
+    bool committing; /* the file's commit runs in the background (w:close in a task) */
     bool all_fields;
     bool has_null;
     const void *null; /* opts.null: a light userdata encoded as null */
@@ -859,10 +861,9 @@ static int l_count(lua_State *L)
 /* Whether a path's temporary file is still waiting for commit or discard. */
 static bool file_pending(const struct writer *w) { return w->to_path && w->file.fd >= 0; }
 
-/* Ends the JSON array and closes; keep: rename a path's temporary file
- * over it, else remove it (stdout and devices are only flushed: what went
- * out cannot be taken back). 0 or errno; the same every time. */
-static int close_writer(struct writer *w, bool keep)
+/* Ends the JSON array and closes the stream: all of close_writer but the
+ * file's commit or removal. 0 or errno. */
+static int end_stream(struct writer *w, bool keep)
 {
     if (!w->closed) {
         w->closed = true;
@@ -874,7 +875,18 @@ static int close_writer(struct writer *w, bool keep)
         if (w->to_path && !w->file.direct && !keep)
             w->out.committed = 0; /* nothing more to send to a file removed anyway */
     }
-    int err = fleet_out_close(&w->out);
+    return fleet_out_close(&w->out);
+}
+
+/* Ends the JSON array and closes; keep: rename a path's temporary file
+ * over it, else remove it (stdout and devices are only flushed: what went
+ * out cannot be taken back). 0 or errno; the same every time. While the
+ * commit runs in the background, the commit decides: nothing here. */
+static int close_writer(struct writer *w, bool keep)
+{
+    if (w->committing)
+        return 0;
+    int err = end_stream(w, keep);
     if (file_pending(w)) {
         if ((keep || w->file.direct) && !err)
             err = w->out.err = fleet_atomic_commit(&w->file);
@@ -884,17 +896,101 @@ static int close_writer(struct writer *w, bool keep)
     return err;
 }
 
+/* A path's commit (fsync, rename, fsync of the folder) waited for off the
+ * event loop: on a slow disk it takes long, and every other request of the
+ * run would wait with it. */
+struct commit_wait {
+    struct fleet_host *host;
+    struct fleet_task *task;
+    struct writer *w;
+    int writer_ref; /* keeps the writer alive until the commit is over */
+    int result;
+};
+
+static int commit_in_background(void *arg)
+{
+    struct commit_wait *c = arg;
+    return fleet_atomic_commit(&c->w->file);
+}
+
+static void commit_over(void *arg, int result)
+{
+    struct commit_wait *c = arg;
+    c->result = result;
+    c->w->committing = false;
+    if (c->task->state == TASK_WAITING) {
+        fleet_sched_wake(c->host->sched, c->task);
+        return;
+    }
+    luaL_unref(c->host->L, LUA_REGISTRYINDEX, c->writer_ref); /* the run was abandoned */
+    free(c);
+}
+
+static int close_k(lua_State *L, int status, lua_KContext ctx)
+{
+    struct commit_wait *c = (struct commit_wait *)ctx;
+    struct writer *w = c->w;
+    int result = c->result;
+    (void)status;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->writer_ref);
+    free(c);
+    if (result) {
+        w->out.err = result;
+        return io_failure(L, w);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Starts the commit of w's file in the background for the current task,
+ * which then yields with the result; NULL (nothing started) where that
+ * cannot be done. */
+static struct commit_wait *commit_later(lua_State *L, struct writer *w)
+{
+    struct fleet_sched *sched = w->host ? w->host->sched : NULL;
+    struct fleet_task *t = sched ? fleet_sched_current(sched, L) : NULL;
+    if (!t || !lua_isyieldable(L))
+        return NULL;
+    struct fleet_background *bg = fleet_host_background(w->host);
+    struct commit_wait *c = bg ? malloc(sizeof *c) : NULL;
+    if (!c)
+        return NULL;
+    lua_pushvalue(L, 1);
+    *c = (struct commit_wait){.host = w->host, .task = t, .w = w, .writer_ref = luaL_ref(L, LUA_REGISTRYINDEX)};
+    w->committing = true;
+    if (!fleet_background_submit(bg, commit_in_background, commit_over, c)) {
+        w->committing = false;
+        luaL_unref(L, LUA_REGISTRYINDEX, c->writer_ref);
+        free(c);
+        return NULL;
+    }
+    t->state = TASK_WAITING;
+    return c;
+}
+
 /* w:close() -> true | nil, err: the records are in the path now. After
- * SIGINT or SIGTERM the path is left as it was instead. */
+ * SIGINT or SIGTERM the path is left as it was instead. In a task, the
+ * file's commit runs off the event loop while the task waits. */
 static int l_close(lua_State *L)
 {
     struct writer *w = check_writer(L);
+    if (w->committing)
+        return luaL_error(L, "%s is being closed by another task", w->name);
     bool interrupted = fleet_signal_received && file_pending(w) && !w->file.direct;
     if (interrupted) {
         close_writer(w, false);
         lua_pushnil(L);
         lua_pushfstring(L, "the run was interrupted; %s was left as it was", w->name);
         return 2;
+    }
+    if (file_pending(w) && !w->file.direct && !w->closed) {
+        if (end_stream(w, true)) {
+            fleet_atomic_discard(&w->file);
+            return io_failure(L, w);
+        }
+        struct commit_wait *c = commit_later(L, w);
+        if (c)
+            return lua_yieldk(L, 0, (lua_KContext)c, close_k);
     }
     if (close_writer(w, true))
         return io_failure(L, w);

@@ -18,6 +18,7 @@
 #include <lauxlib.h>
 
 #include "atomicfile.h"
+#include "background.h"
 #include "host.h"
 #include "http.h"
 #include "interrupt.h"
@@ -514,6 +515,9 @@ static void abandon_all(struct fleet_sched *s)
         s->live--;
     }
     s->ready_head = s->ready_tail = NULL;
+    /* Blocking work under way ends now; its tasks are not resumed. */
+    if (s->host->background)
+        fleet_background_finish(s->host->background);
 }
 
 int fleet_sched_run(struct fleet_sched *s)
@@ -535,8 +539,10 @@ int fleet_sched_run(struct fleet_sched *s)
             continue;
         if (s->live == 0)
             break;
+        struct fleet_background *bg = s->host->background;
         if (!fleet_http_in_flight(s->host) && !fleet_http_pending(s->host) && s->heap_len == 0 &&
-            !(s->host->shared && fleet_redis_outstanding(fleet_shared_redis(s->host->shared)) > 0)) {
+            !(s->host->shared && fleet_redis_outstanding(fleet_shared_redis(s->host->shared)) > 0) &&
+            !(bg && fleet_background_outstanding(bg) > 0)) {
             /* Every live task waits for another: nothing can ever wake them. */
             fleet_log(FLEET_LOG_ERROR, "deadlock: %d task(s) wait for each other", s->live);
             abandon_all(s);
@@ -553,16 +559,22 @@ int fleet_sched_run(struct fleet_sched *s)
             wake = fmin(wake, fleet_shared_turn(s->host->shared, now));
         double ms = (wake - now) * 1000.0;
         int timeout = ms <= 0 ? 0 : ms > 60000 ? 60000 : (int)ceil(ms);
-        struct curl_waitfd fds[2] = {{.fd = signal_pipe[0], .events = CURL_WAIT_POLLIN}};
-        unsigned nfds = 1;
-        if (redis && (fds[1].fd = fleet_redis_fd(redis, &fds[1].events)) >= 0 && fds[1].events)
-            nfds = 2;
+        struct curl_waitfd fds[3] = {{.fd = signal_pipe[0], .events = CURL_WAIT_POLLIN}};
+        unsigned nfds = 1, redis_at = 0, bg_at = 0;
+        if (redis && (fds[nfds].fd = fleet_redis_fd(redis, &fds[nfds].events)) >= 0 && fds[nfds].events)
+            redis_at = nfds++;
+        if (bg && fleet_background_outstanding(bg) > 0) {
+            bg_at = nfds++;
+            fds[bg_at] = (struct curl_waitfd){.fd = fleet_background_fd(bg), .events = CURL_WAIT_POLLIN};
+        }
         double away = fleet_now() - s->last_read;
         curl_multi_poll(s->multi, fds, nfds, timeout, NULL);
         if (fds[0].revents)
             drain_signal_pipe();
-        if (nfds == 2 && fds[1].revents)
-            fleet_redis_ready(redis, fds[1].revents);
+        if (redis_at && fds[redis_at].revents)
+            fleet_redis_ready(redis, fds[redis_at].revents);
+        if (bg_at && fds[bg_at].revents)
+            fleet_background_collect(bg);
         int running;
         curl_multi_perform(s->multi, &running);
         s->last_read = fleet_now();

@@ -305,4 +305,48 @@ error("the script fails before closing")
     assert.are.same({}, leftovers(dir))
     assert.is_nil(r.stdout:find(cjson.encode({ id = 1 }), 1, true))
   end)
+
+  it("w:close() in a task syncs the file off the event loop: other tasks run meanwhile", function()
+    -- The commit (fsync, rename, fsync of the folder) runs on a thread of
+    -- its own; the closing task waits for it, the others go on, and the
+    -- file is complete under its name when close returns.
+    local dir = gf.tmpdir()
+    local a, b = dir .. "/a.ndjson", dir .. "/b.ndjson"
+    gf.write(b, PRECIOUS)
+    local r = gf.run_script(([[
+local order = {}
+local function lines(path)
+  local n = 0
+  for _ in io.lines(path) do n = n + 1 end
+  return n
+end
+local function write(path, n)
+  local w = fleet.writer({ output = path })
+  for i = 1, n do w:write({ id = i }) end
+  order[#order + 1] = "closing " .. n
+  assert(w:close())
+  assert(w:close()) -- again: the same answer
+  order[#order + 1] = "closed " .. lines(path)
+  return w
+end
+local ta = fleet.spawn(write, %q, 1000)
+local tb = fleet.spawn(write, %q, 3)
+local other = fleet.spawn(function() order[#order + 1] = "other" end)
+local w = ta:wait()
+tb:wait()
+other:wait()
+print(table.concat(order, ","))
+local ok, err = pcall(w.write, w, { id = 0 })
+print(ok, err and err:match("closed") ~= nil)
+]]):format(a, b))
+    assert.are.equal(0, r.code, r.stderr)
+    local order, closed = r.stdout:match("^([^\n]+)\n([^\n]+)")
+    assert.are.equal("false\ttrue", closed)
+    -- both closes were under way before the other task ran
+    assert.is_truthy(order:find("^closing 1000,closing 3,other,"), order)
+    assert.is_truthy(order:find("closed 1000", 1, true) and order:find("closed 3", 1, true), order)
+    assert.are.equal(1000, #gf.ndjson(gf.slurp(a)))
+    assert.are.equal(3, #gf.ndjson(gf.slurp(b)))
+    assert.are.same({}, leftovers(dir))
+  end)
 end)
