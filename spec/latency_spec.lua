@@ -37,6 +37,17 @@ end
 
 local assert_each_once = gf.assert_each_once
 
+-- n organisations of `repos` repositories each, named prefix01...; and
+-- their names.
+local function orgs(prefix, n, repos)
+  local owners, names = {}, {}
+  for i = 1, n do
+    owners[i] = { name = ("%s%02d"):format(prefix, i), kind = "org", repos = repos }
+    names[i] = owners[i].name
+  end
+  return owners, names
+end
+
 -- n transfers at once from one curl process; returns their status codes.
 local function curl_parallel(n, url)
   local urls = {}
@@ -110,11 +121,7 @@ describe("a far provider (emulator latency)", function()
 
   it("many small owners at once fill the tokens too", function()
     local toks = tokens(2)
-    local owners, names = {}, {}
-    for i = 1, 40 do
-      owners[i] = { name = ("small%02d"):format(i), kind = "org", repos = 150 }
-      names[i] = owners[i].name
-    end
+    local owners, names = orgs("small", 40, 150)
     local emu = emulator.start({ scenario = { owners = owners, tokens = toks, limits = { github = cjson.null },
       latency = LATENCY } })
     local r, got = fetch(config_for(emu, toks, 4), names)
@@ -148,11 +155,7 @@ describe("a far provider (emulator latency)", function()
     -- Over plain http:// a request must not wait for another connection's
     -- first answer to learn whether it multiplexes (HTTP/1.1 never does).
     local toks = tokens(3)
-    local owners, names = {}, {}
-    for i = 1, 3 do
-      owners[i] = { name = ("first%d"):format(i), kind = "org", repos = 10 }
-      names[i] = owners[i].name
-    end
+    local owners, names = orgs("first", 3, 10)
     local emu = emulator.start({ scenario = { owners = owners, tokens = toks, limits = { github = cjson.null },
       latency = 0.5 } })
     local r, got = fetch(config_for(emu, toks, 8), names)
