@@ -41,7 +41,6 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "background.h"
 #include "fuzz_check.h"
 #include "host.h"
 #include "lfleet.h"
@@ -58,19 +57,15 @@
 
 int luaopen_cjson(lua_State *L);
 
-/* The writer's links to the host, its scheduler and its background
- * thread, which this harness does not have: no host (upvalue 1 is NULL),
- * never a signal, no task, so every close commits at once. */
+/* The writer's links to the host and its scheduler, which this harness
+ * does not have: no host (upvalue 1 is NULL), never a signal, no task, so
+ * every close commits at once. */
 volatile sig_atomic_t fleet_signal_received;
 struct fleet_host *fleet_host_from(lua_State *S) { return lua_touserdata(S, lua_upvalueindex(1)); }
 struct fleet_task *fleet_sched_current(struct fleet_sched *s, lua_State *S) { return NULL; }
 void fleet_sched_abandon(struct fleet_sched *s, int signo) {}
 void fleet_sched_wake(struct fleet_sched *s, struct fleet_task *t) {}
 struct fleet_background *fleet_host_background(struct fleet_host *host) { return NULL; }
-bool fleet_background_submit(struct fleet_background *bg, fleet_job_fn fn, fleet_job_done done, void *arg)
-{
-    return false;
-}
 
 static lua_State *L;
 static int driver_ref = LUA_NOREF;

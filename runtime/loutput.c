@@ -898,7 +898,12 @@ static int close_writer(struct writer *w, bool keep)
 
 /* A path's commit (fsync, rename, fsync of the folder) waited for off the
  * event loop: on a slow disk it takes long, and every other request of the
- * run would wait with it. */
+ * run would wait with it. Each waiting commit holds its file open: beyond
+ * COMMITS_AT_ONCE a close commits on the loop, as outside a task, so that
+ * a burst of closes (thousands of tasks, each with a writer) cannot run
+ * out of file descriptors while the thread catches up. */
+#define COMMITS_AT_ONCE 16
+
 struct commit_wait {
     struct fleet_host *host;
     struct fleet_task *task;
@@ -952,7 +957,9 @@ static struct commit_wait *commit_later(lua_State *L, struct writer *w)
     if (!t || !lua_isyieldable(L))
         return NULL;
     struct fleet_background *bg = fleet_host_background(w->host);
-    struct commit_wait *c = bg ? malloc(sizeof *c) : NULL;
+    if (!bg || fleet_background_outstanding(bg) >= COMMITS_AT_ONCE)
+        return NULL;
+    struct commit_wait *c = malloc(sizeof *c);
     if (!c)
         return NULL;
     lua_pushvalue(L, 1);
@@ -1001,7 +1008,10 @@ static int l_close(lua_State *L)
 /* w:discard() -> true: closes, leaving a path as it was. */
 static int l_discard(lua_State *L)
 {
-    close_writer(check_writer(L), false);
+    struct writer *w = check_writer(L);
+    if (w->committing)
+        return luaL_error(L, "%s is being closed by another task", w->name);
+    close_writer(w, false);
     lua_pushboolean(L, 1);
     return 1;
 }

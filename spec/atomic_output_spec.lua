@@ -349,4 +349,35 @@ print(ok, err and err:match("closed") ~= nil)
     assert.are.equal(3, #gf.ndjson(gf.slurp(b)))
     assert.are.same({}, leftovers(dir))
   end)
+
+  it("2,000 tasks closing a writer each at once, with 256 file descriptors: every file is written", function()
+    -- A close in a task waits for its commit with the file open; commits
+    -- beyond a few waiting are done at once, so descriptors do not pile up.
+    local dir = gf.tmpdir()
+    local r = gf.run_script(([[
+local tasks = {}
+for i = 1, 2000 do
+  tasks[i] = fleet.spawn(function()
+    local w = assert(fleet.writer({ output = ("%%s/f%%04d.ndjson"):format(%q, i) }))
+    assert(w:write({ id = i }))
+    return assert(w:close())
+  end)
+end
+local failed = 0
+for i = 1, #tasks do
+  local ok, err = tasks[i]:result()
+  if not ok then
+    failed = failed + 1
+    if failed == 1 then io.stderr:write(tostring(err), "\n") end
+  end
+end
+print(failed)
+]]):format(dir), nil, { before = "ulimit -n 256;" })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("0\n", r.stdout)
+    local n = tonumber((gf.capture("ls -A " .. gf.quote(dir) .. " | wc -l"):gsub("%s", "")))
+    assert.are.equal(2000, n)
+    assert.are.same({}, leftovers(dir))
+    assert.are.equal(2000, gf.ndjson(gf.slurp(dir .. "/f2000.ndjson"))[1].id)
+  end)
 end)
