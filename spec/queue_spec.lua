@@ -257,14 +257,19 @@ describe("the shared work queue", function()
     local run = gf.run_script([[
       local q = fleet.queue("scripted")
       assert(q:push({ "own-0001", "own-0002", "own-0001" }) == 2)
-      local items = assert(q:take(5))
+      local items, left = assert(q:take(5))
       assert(#items == 2, #items)
+      -- What is left: both taken and not acknowledged; then one
+      -- acknowledged with an empty take, whose second value says so.
+      assert(left == 2, tostring(left))
+      local none, after = q:take(5, "idle", { items[1] })
+      assert(#none == 0 and after == 1, tostring(after))
       local names = {}
       for _, it in ipairs(items) do
         local repos = assert(fleet.fetch_repositories(it.item))
         names[#names + 1] = it.item .. "=" .. #repos
       end
-      assert(q:ack(items) == 2)
+      assert(q:ack(items) == 1) -- the first was acknowledged by the take
       local st = assert(q:status())
       print(table.concat(names, " "), st.done, st.queued)
       local ok, err = pcall(fleet.queue, "bad name")

@@ -5,7 +5,9 @@
 --
 --   local q = fleet.queue("crawl")
 --   q:push({ "acme", "gitlab:globex" })     -> added (an item already waiting is not added twice)
---   local items = q:take(8 [, doing, done])  -> { {id=, item=, attempts=, reclaimed=}, ... }
+--   local items, left = q:take(8 [, doing, done])
+--                                            -> { {id=, item=, attempts=, reclaimed=}, ... }, and the
+--                                               items still queued or in progress after it
 --                                               (acknowledges the items in `done` first)
 --   q:ack(items[1])                          -> done
 --   q:fail(items[2], "why")                  -> "retry" or "parked" (after shared.max_attempts)
@@ -41,7 +43,9 @@ return added
 -- ones. An entry delivered more than max_attempts times is parked. KEYS:
 -- stream, queued, tries, failed, workers, done. ARGV: consumer, count, min
 -- idle ms, max attempts, beat, now, then id, item pairs to acknowledge.
--- Returns id, item, attempts, reclaimed...
+-- Returns the number of items queued or in progress after the take (so a
+-- worker with nothing to do learns whether to wait without asking again),
+-- then id, item, attempts, reclaimed...
 local TAKE = [[
 local stream, queued, tries, failed, workers, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local me, count, idle, max = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -56,8 +60,8 @@ for i = 7, #ARGV, 2 do
   end
   redis.call('XDEL', stream, id)
 end
-if redis.call('EXISTS', stream) == 0 then return {} end
-local out = {}
+if redis.call('EXISTS', stream) == 0 then return { redis.call('SCARD', queued) } end
+local out = { 0 }
 local function deliver(id, fields, reclaimed)
   local item
   for i = 1, #fields, 2 do if fields[i] == 'item' then item = fields[i + 1] end end
@@ -76,11 +80,12 @@ local claimed = redis.call('XAUTOCLAIM', stream, 'workers', me, idle, '0-0', 'CO
 for _, e in ipairs(claimed[2]) do
   if e then deliver(e[1], e[2], true) end
 end
-local want = count - #out / 4
+local want = count - (#out - 1) / 4
 if want > 0 then
   local got = redis.call('XREADGROUP', 'GROUP', 'workers', me, 'COUNT', want, 'STREAMS', stream, '>')
   if got then for _, e in ipairs(got[1][2]) do deliver(e[1], e[2], false) end end
 end
+out[1] = redis.call('SCARD', queued)
 return out
 ]]
 
@@ -212,7 +217,9 @@ function Queue:beat(what)
 end
 
 -- Up to n items, after acknowledging the items in `done` (a list, may be
--- nil). Returns a list (maybe empty), or nil, err (nothing acknowledged).
+-- nil). Returns a list (maybe empty) and the number of items still queued
+-- or in progress (those just taken among them), or nil, err (nothing
+-- acknowledged).
 function Queue:take(n, doing, done)
   local k = self.keys
   local args = { self.consumer, n or 1, math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
@@ -225,10 +232,10 @@ function Queue:take(n, doing, done)
     k.done, table.unpack(args))
   if not flat then return nil, err end
   local out = {}
-  for i = 1, #flat, 4 do
+  for i = 2, #flat, 4 do
     out[#out + 1] = { id = flat[i], item = flat[i + 1], attempts = flat[i + 2], reclaimed = flat[i + 3] == 1 }
   end
-  return out
+  return out, flat[1]
 end
 
 -- Acknowledges items (one or a list): each is done. Returns the count.
