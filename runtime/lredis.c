@@ -196,6 +196,22 @@ static int l_redis(lua_State *L)
     return wait_reply(L, host, w, fleet_redis_command(r, on_reply, w, argc, argv, lens));
 }
 
+/* fleet.core.redis_blocking(cmd, ...) -> reply | nil, err: a command
+ * that waits on the server (XREAD ... BLOCK ms); this process's budget
+ * units go back first, as it sends nothing else until the reply. */
+static int l_redis_blocking(lua_State *L)
+{
+    struct fleet_host *host = fleet_host_from(L);
+    struct fleet_redis *r = connection(L, host);
+    luaL_checkstring(L, 1);
+    const char *argv[64];
+    size_t lens[64];
+    int argc = collect(L, 1, argv, lens, 64);
+    fleet_shared_idle(host->shared);
+    struct redis_wait *w = new_wait(L, host, "fleet.core.redis_blocking");
+    return wait_reply(L, host, w, fleet_redis_command_blocking(r, on_reply, w, argc, argv, lens));
+}
+
 static int script_gc(lua_State *L)
 {
     struct lua_script *s = luaL_checkudata(L, 1, SCRIPT_META);
@@ -268,7 +284,7 @@ static int l_redis_info(lua_State *L)
 void fleet_redis_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"redis", l_redis},
+        {"redis", l_redis}, {"redis_blocking", l_redis_blocking},
         {"redis_script", l_redis_script},
         {"redis_eval", l_redis_eval},
         {"redis_info", l_redis_info},

@@ -523,6 +523,15 @@ double fleet_shared_turn(struct fleet_shared *s, double now)
     return wake;
 }
 
+void fleet_shared_idle(struct fleet_shared *s)
+{
+    double now = fleet_now();
+    for (struct shared_budget *sb = s->budgets; sb; sb = sb->next) {
+        if (!sb->busy && sb->token && (sb->grant > 0 || sb->settle > 0 || sb->has_obs))
+            send_sync(s, sb, 0, sb->grant, now);
+    }
+}
+
 const char *fleet_shared_waiting(struct fleet_shared *s) { return s->waiting; }
 
 /* ---- start and end ---- */

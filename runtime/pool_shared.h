@@ -55,4 +55,9 @@ double fleet_shared_turn(struct fleet_shared *s, double now);
 /* What shared budgets wait for ("" when nothing): for the progress line. */
 const char *fleet_shared_waiting(struct fleet_shared *s);
 
+/* The process will send no request for a while (a worker waiting for the
+ * queue): the units it holds, settled ones and unused ones, go back now,
+ * ahead of anything it sends next. */
+void fleet_shared_idle(struct fleet_shared *s);
+
 #endif

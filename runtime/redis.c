@@ -32,6 +32,7 @@ struct fleet_redis {
     bool verbose;           /* -v: each further try is said too */
     long round_trips;
     int outstanding;        /* commands waiting for a reply */
+    int blocking;           /* of those, commands that wait on the server (XREAD BLOCK) */
     char name[300];
     char why[300];          /* why the connection is down */
     char waiting[400];
@@ -45,6 +46,7 @@ struct pending {
     void *data;
     struct fleet_redis_script *script;
     bool retried; /* sent again after NOSCRIPT */
+    bool blocking; /* counted in r->blocking */
     int argc;
     char **argv;
     size_t *lens;
@@ -187,6 +189,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     struct fleet_redis *r = p->r;
     redisReply *rep = reply;
     r->outstanding--;
+    if (p->blocking)
+        r->blocking--;
     if (rep && p->script && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
         !p->retried) {
         /* Redis restarted or flushed its scripts: send the source once,
@@ -245,6 +249,21 @@ int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *d
         free(p);
         return -1;
     }
+    return 0;
+}
+
+int fleet_redis_command_blocking(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc,
+                                 const char **argv, const size_t *lens)
+{
+    if (r->state != CONN_UP)
+        return -1;
+    struct pending *p = pending_new(r, fn, data, NULL, argc, argv, lens);
+    if (!p || send_argv(r, p, argc, argv, lens) != 0) {
+        free(p);
+        return -1;
+    }
+    p->blocking = true;
+    r->blocking++;
     return 0;
 }
 
@@ -422,7 +441,9 @@ static void wait_alone(struct fleet_redis *r, double deadline, bool (*done)(cons
 }
 
 static bool up_or_failed(const struct fleet_redis *r) { return r->state == CONN_UP || r->state == CONN_DOWN; }
-static bool nothing_outstanding(const struct fleet_redis *r) { return r->outstanding == 0 || !r->ac; }
+/* A blocking command still waiting on the server is not waited for: the
+ * process is ending and nobody wants its reply. */
+static bool nothing_outstanding(const struct fleet_redis *r) { return r->outstanding <= r->blocking || !r->ac; }
 
 struct fleet_redis *fleet_redis_open(const struct fleet_shared_conf *conf, char *err, size_t errlen)
 {

@@ -44,6 +44,12 @@ const char *fleet_redis_name(const struct fleet_redis *r);
 int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc, const char **argv,
                         const size_t *lens);
 
+/* The same for a command that waits on the server (XREAD BLOCK): the
+ * commands sent after it on this connection wait with it, and the end of
+ * the run does not wait for its reply (fleet_redis_drain). */
+int fleet_redis_command_blocking(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc,
+                                 const char **argv, const size_t *lens);
+
 /* Runs a script: argv holds numkeys, the keys, then the arguments. */
 int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_redis_reply_fn *fn, void *data,
                      int argc, const char **argv, const size_t *lens);

@@ -208,6 +208,45 @@ describe("the shared work queue", function()
     assert.equals(0, emu:stats().requests)
   end)
 
+  it("has an idle --follow worker wait in Redis for pushes, take them, and stop on SIGTERM", function()
+    local cfg = config()
+    local dir = gf.tmpdir()
+    local w = start_worker(cfg, "follow", dir, { "--follow" })
+    -- Idle, it waits on the queue's events (a blocked XREAD), not by asking
+    -- over and over.
+    local function blocked()
+      local deadline = socket.gettime() + 30
+      while socket.gettime() < deadline do
+        if r:cli("CLIENT", "LIST"):find("cmd=xread", 1, true) then return true end
+        socket.sleep(0.05)
+      end
+      return false
+    end
+    assert.is_true(blocked())
+    for i, owner in ipairs({ "own-0001", "own-0002" }) do
+      assert.equals(0, push(cfg, "follow", { owner }).code)
+      local file = dir .. "/github/" .. owner .. ".ndjson"
+      local deadline = socket.gettime() + 30
+      while socket.gettime() < deadline and not gf.slurp(file) do socket.sleep(0.05) end
+      local n = collect(dir)
+      assert.equals(expected(i == 1 and { "own-0001" } or { "own-0001", "own-0002" }), n)
+      assert.is_true(blocked()) -- and waits again
+    end
+    -- The pushes and the queue's end are on its events stream (the first
+    -- owner may be acknowledged after the second push: one end at least).
+    local events = r:cli("XRANGE", "gitfleet:queue:follow:events", "-", "+")
+    local _, pushed = events:gsub("pushed", "")
+    assert.equals(2, pushed)
+    assert.matches("finished%s*$", events)
+    os.execute("kill -TERM " .. w.pid)
+    wait_all({ w }, 30)
+    assert.is_false(os.execute("kill -0 " .. w.pid .. " 2>/dev/null") == true)
+    assert.matches("interrupted", w.stderr, 1, true)
+    local _, dup, files = collect(dir)
+    assert.equals(0, dup)
+    assert.equals(2, #files)
+  end)
+
   it("parks an owner that does not exist, with the reason", function()
     local cfg = config()
     assert.equals(0, push(cfg, "missing", { "own-0001", "no-such-owner" }).code)
@@ -264,12 +303,15 @@ describe("the shared work queue", function()
       assert(left == 2, tostring(left))
       local none, after = q:take(5, "idle", { items[1] })
       assert(#none == 0 and after == 1, tostring(after))
+      -- Nothing changed since that take; the end of the queue is a change.
+      assert(q:wait(0.1) == false)
       local names = {}
       for _, it in ipairs(items) do
         local repos = assert(fleet.fetch_repositories(it.item))
         names[#names + 1] = it.item .. "=" .. #repos
       end
       assert(q:ack(items) == 1) -- the first was acknowledged by the take
+      assert(q:wait(30) == true)
       local st = assert(q:status())
       print(table.concat(names, " "), st.done, st.queued)
       local ok, err = pcall(fleet.queue, "bad name")

@@ -30,8 +30,13 @@ Options:
                          instead of exiting
   -h, --help             show this help
 
-Exit status: 0 when the queue has nothing left (or on SIGTERM with --follow),
-1 when this worker parked an owner, 2 on a usage or configuration error.
+SIGTERM or SIGINT stops a worker at once: the owners it holds are not
+acknowledged and go to another worker after shared.lease (their files, if
+written, are written again whole).
+
+Exit status: 0 when the queue has nothing left, 1 when this worker parked an
+owner, 2 on a usage or configuration error, 143 or 130 when stopped by SIGTERM
+or SIGINT.
 ]]
 
 local opts, rest, fail = cli.parse("worker", arg, {
@@ -169,16 +174,12 @@ end
 local redis_away = false
 local last_touch, last_empty = core.now(), -math.huge
 local empty_while_busy = false -- the last take found nothing while owners were still running
--- Idle: while the queue has nothing to give, the wait between takes is a
--- quarter of the time this worker has been idle, from IDLE_FIRST to
--- IDLE_MAX. Others' last owners often end within moments, and the queue
--- (and this worker) ends with them: asking often at first keeps this
--- worker's exit close to theirs; when they take long (a spent budget),
--- asking less often keeps the round trips to Redis few, and the exit is
--- late by no more than a quarter of the wait.
-local IDLE_FIRST, IDLE_SHARE, IDLE_MAX = 0.05, 0.25, 1.0
-local idle_wait = IDLE_FIRST
-local idle_since = nil
+-- Idle (nothing under way, nothing to take): the worker waits for the
+-- queue to change (q:wait: owners pushed or given back, or the last one
+-- done, which ends the queue and this worker with it at once), and takes
+-- again at least every IDLE_WAIT seconds, which is how owners held by a
+-- worker that stopped are taken over once their lease is out.
+local IDLE_WAIT = math.max(0.5, math.min(5, lease / 3))
 local low = math.max(1, concurrency // 2)
 -- Owners taken at a time: few, so that workers started together share the
 -- large owners at the head of the queue instead of the first taking them all
@@ -197,7 +198,7 @@ while true do
   -- finished (and the worker with it) or hold owners others gave back.
   -- Idle, ask soon, then less often: the queue ends when the others' last
   -- owners do, which may be a moment or a long wait for a budget.
-  local due = now - last_empty >= (nactive == 0 and idle_wait or 0.5) or (nactive == 0 and empty_while_busy)
+  local due = now - last_empty >= 0.5 or (nactive == 0 and empty_while_busy)
   if nactive < concurrency and room and due then
     local finished_items = acks
     acks = {}
@@ -217,12 +218,6 @@ while true do
         nactive = nactive + 1
         if it.reclaimed then log("%s: taken over from a worker that stopped (attempt %d)", it.item, it.attempts) end
         core.spawn(work, it)
-      end
-      if #items > 0 or nactive > 0 then
-        idle_wait, idle_since = IDLE_FIRST, nil
-      elseif not empty_while_busy then
-        idle_since = idle_since or now
-        idle_wait = math.max(IDLE_FIRST, math.min(IDLE_MAX, (now - idle_since) * IDLE_SHARE))
       end
       empty_while_busy = #items == 0 and nactive > 0
       if #items == 0 then
@@ -248,8 +243,13 @@ while true do
   end
   -- Slots still free after a take that brought owners: fill them first.
   if not redis_away and not (took > 0 and nactive < concurrency) then
-    -- Busy: look again soon, as requests leave the wait before owners end.
-    finished:wait((nactive > 0 and not room) and 0.05 or nactive > 0 and 0.5 or idle_wait)
+    if nactive == 0 and last_empty > -math.huge then
+      q:wait(IDLE_WAIT) -- an error (Redis away) shows at the next take
+      last_empty = -math.huge
+    else
+      -- Busy: look again soon, as requests leave the wait before owners end.
+      finished:wait((nactive > 0 and not room) and 0.05 or 0.5)
+    end
   end
 end
 flush_acks()

@@ -13,6 +13,8 @@
 --   q:fail(items[2], "why")                  -> "retry" or "parked" (after shared.max_attempts)
 --   q:touch(items)                           -> still working on them (keeps them from reclaim)
 --   q:status()                               -> { waiting=, in_progress=, done=, failed={item=reason}, workers={} }
+--   q:wait(seconds)                          -> true when the queue changed since this process's last take
+--                                               (items pushed or given back, or the queue finished)
 --
 -- An item held by a worker that stopped beating for longer than
 -- shared.lease is claimed by the next take (XAUTOCLAIM). Every change is
@@ -23,10 +25,25 @@ local json = require("cjson")
 local Queue = {}
 Queue.__index = Queue
 
+-- Every change an idle worker waits for (items pushed or given back, the
+-- last item done) is an entry on the queue's events stream, which
+-- q:wait blocks on: a worker with nothing to do learns at once that the
+-- queue finished or has work again, without asking over and over. The
+-- stream keeps the last few entries only.
+local EVENT = [[
+local function event(events, what)
+  redis.call('XADD', events, 'MAXLEN', '~', 32, '*', 'e', what)
+end
+local function last_event(events)
+  local e = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
+  return e[1] and e[1][1] or '0-0'
+end
+]]
+
 -- push: adds each item not already waiting or in progress (and makes the
--- consumer group once). KEYS: stream, queued set. ARGV: items. Returns the
--- number added.
-local PUSH = [[
+-- consumer group once). KEYS: stream, queued set, events. ARGV: items.
+-- Returns the number added.
+local PUSH = EVENT .. [[
 local added = 0
 redis.pcall('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
 for _, item in ipairs(ARGV) do
@@ -35,21 +52,24 @@ for _, item in ipairs(ARGV) do
     added = added + 1
   end
 end
+if added > 0 then event(KEYS[3], 'pushed') end
 return added
 ]]
 
 -- take: acknowledges what the caller finished (one round trip for both),
 -- then takes entries idle past the lease (their worker is gone), then new
 -- ones. An entry delivered more than max_attempts times is parked. KEYS:
--- stream, queued, tries, failed, workers, done. ARGV: consumer, count, min
--- idle ms, max attempts, beat, now, then id, item pairs to acknowledge.
--- Returns the number of items queued or in progress after the take (so a
--- worker with nothing to do learns whether to wait without asking again),
+-- stream, queued, tries, failed, workers, done, events. ARGV: consumer,
+-- count, min idle ms, max attempts, beat, now, then id, item pairs to
+-- acknowledge. Returns the number of items queued or in progress after the
+-- take (so a worker with nothing to do learns whether to wait without
+-- asking again), the id of the last event (q:wait waits for a later one),
 -- then id, item, attempts, reclaimed...
-local TAKE = [[
-local stream, queued, tries, failed, workers, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local TAKE = EVENT .. [[
+local stream, queued, tries, failed, workers, done, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local me, count, idle, max = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 redis.call('HSET', workers, me, ARGV[5])
+local before = redis.call('SCARD', queued)
 for i = 7, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
   if redis.call('XACK', stream, 'workers', id) == 1 then
@@ -60,8 +80,14 @@ for i = 7, #ARGV, 2 do
   end
   redis.call('XDEL', stream, id)
 end
-if redis.call('EXISTS', stream) == 0 then return { redis.call('SCARD', queued) } end
-local out = { 0 }
+local function finish(out)
+  out[1] = redis.call('SCARD', queued)
+  if out[1] == 0 and before > 0 then event(events, 'finished') end
+  out[2] = last_event(events)
+  return out
+end
+if redis.call('EXISTS', stream) == 0 then return finish({ 0, 0 }) end
+local out = { 0, 0 }
 local function deliver(id, fields, reclaimed)
   local item
   for i = 1, #fields, 2 do if fields[i] == 'item' then item = fields[i + 1] end end
@@ -80,19 +106,18 @@ local claimed = redis.call('XAUTOCLAIM', stream, 'workers', me, idle, '0-0', 'CO
 for _, e in ipairs(claimed[2]) do
   if e then deliver(e[1], e[2], true) end
 end
-local want = count - (#out - 1) / 4
+local want = count - (#out - 2) / 4
 if want > 0 then
   local got = redis.call('XREADGROUP', 'GROUP', 'workers', me, 'COUNT', want, 'STREAMS', stream, '>')
   if got then for _, e in ipairs(got[1][2]) do deliver(e[1], e[2], false) end end
 end
-out[1] = redis.call('SCARD', queued)
-return out
+return finish(out)
 ]]
 
--- ack: KEYS: stream, queued, tries, done, failed. ARGV: now, then id,
--- item pairs. An item acknowledged after a reclaim may be acked twice:
+-- ack: KEYS: stream, queued, tries, done, failed, events. ARGV: now, then
+-- id, item pairs. An item acknowledged after a reclaim may be acked twice:
 -- the second is a no-op.
-local ACK = [[
+local ACK = EVENT .. [[
 local n = 0
 for i = 2, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
@@ -105,13 +130,14 @@ for i = 2, #ARGV, 2 do
   end
   redis.call('XDEL', KEYS[1], id)
 end
+if n > 0 and redis.call('SCARD', KEYS[2]) == 0 then event(KEYS[6], 'finished') end
 return n
 ]]
 
--- fail: KEYS: stream, queued, tries, failed. ARGV: id, item, reason,
--- max attempts, final ("1": no point retrying). Retries go to the back
--- of the stream.
-local FAIL = [[
+-- fail: KEYS: stream, queued, tries, failed, events. ARGV: id, item,
+-- reason, max attempts, final ("1": no point retrying). Retries go to the
+-- back of the stream.
+local FAIL = EVENT .. [[
 local id, item, reason, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if redis.call('XACK', KEYS[1], 'workers', id) == 0 then return 'gone' end
 redis.call('XDEL', KEYS[1], id)
@@ -119,9 +145,11 @@ local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
 if ARGV[5] == '1' or n >= max then
   redis.call('HSET', KEYS[4], item, reason)
   redis.call('SREM', KEYS[2], item)
+  if redis.call('SCARD', KEYS[2]) == 0 then event(KEYS[5], 'finished') end
   return 'parked'
 end
 redis.call('XADD', KEYS[1], '*', 'item', item)
+event(KEYS[5], 'retry')
 return 'retry'
 ]]
 
@@ -187,7 +215,9 @@ function Queue.open(name)
     keys = {
       stream = base .. ":stream", queued = base .. ":queued", tries = base .. ":tries",
       done = base .. ":done", failed = base .. ":failed", workers = base .. ":workers",
+      events = base .. ":events",
     },
+    last_event = "0-0", -- the newest event the last take saw
     consumer = info.worker,
   }, Queue)
   return self
@@ -204,8 +234,8 @@ function Queue:push(items)
       if not item then error(err, 2) end
       chunk[#chunk + 1] = item
     end
-    local n, err = core.redis_eval(script("push", PUSH), 2, self.keys.stream, self.keys.queued,
-      table.unpack(chunk))
+    local n, err = core.redis_eval(script("push", PUSH), 3, self.keys.stream, self.keys.queued,
+      self.keys.events, table.unpack(chunk))
     if not n then return nil, err end
     added = added + n
   end
@@ -228,11 +258,12 @@ function Queue:take(n, doing, done)
     args[#args + 1] = it.id
     args[#args + 1] = it.item
   end
-  local flat, err = core.redis_eval(script("take", TAKE), 6, k.stream, k.queued, k.tries, k.failed, k.workers,
-    k.done, table.unpack(args))
+  local flat, err = core.redis_eval(script("take", TAKE), 7, k.stream, k.queued, k.tries, k.failed, k.workers,
+    k.done, k.events, table.unpack(args))
   if not flat then return nil, err end
+  self.last_event = flat[2]
   local out = {}
-  for i = 2, #flat, 4 do
+  for i = 3, #flat, 4 do
     out[#out + 1] = { id = flat[i], item = flat[i + 1], attempts = flat[i + 2], reclaimed = flat[i + 3] == 1 }
   end
   return out, flat[1]
@@ -248,13 +279,14 @@ function Queue:ack(items)
     args[#args + 1] = it.item
   end
   local k = self.keys
-  return core.redis_eval(script("ack", ACK), 5, k.stream, k.queued, k.tries, k.done, k.failed, table.unpack(args))
+  return core.redis_eval(script("ack", ACK), 6, k.stream, k.queued, k.tries, k.done, k.failed, k.events,
+    table.unpack(args))
 end
 
 -- An item failed: retried later unless it used its attempts (or final).
 function Queue:fail(it, reason, final)
   local k = self.keys
-  return core.redis_eval(script("fail", FAIL), 4, k.stream, k.queued, k.tries, k.failed, it.id, it.item,
+  return core.redis_eval(script("fail", FAIL), 5, k.stream, k.queued, k.tries, k.failed, k.events, it.id, it.item,
     tostring(reason):sub(1, 500), self.info.max_attempts, final and "1" or "0")
 end
 
@@ -264,6 +296,20 @@ function Queue:touch(items, doing)
   for _, it in ipairs(items or {}) do ids[#ids + 1] = it.id end
   return core.redis_eval(script("touch", TOUCH), 2, self.keys.stream, self.keys.workers, self.consumer,
     self:beat(doing), table.unpack(ids))
+end
+
+-- Waits up to `seconds` for an event newer than the last take saw: items
+-- pushed or given back for a retry, or the queue finished. Returns true
+-- (take again), false (nothing happened), or nil, err. One round trip,
+-- which holds this process's connection to Redis while it waits (what
+-- else it sends waits too), so the budget units it holds go back first:
+-- for a process with nothing else to do.
+function Queue:wait(seconds)
+  local ms = math.max(1, math.floor((tonumber(seconds) or 1) * 1000 + 0.5))
+  local r, err = core.redis_blocking("XREAD", "COUNT", "1", "BLOCK", tostring(ms), "STREAMS", self.keys.events,
+    self.last_event)
+  if r == nil and err then return nil, err end
+  return type(r) == "table" and next(r) ~= nil
 end
 
 function Queue:status()
