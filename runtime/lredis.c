@@ -183,8 +183,7 @@ static struct redis_wait *new_wait(lua_State *L, struct fleet_host *host, const 
     return w;
 }
 
-/* fleet.core.redis(cmd, ...) -> reply | nil, err */
-static int l_redis(lua_State *L)
+static int send_command(lua_State *L, bool blocking)
 {
     struct fleet_host *host = fleet_host_from(L);
     struct fleet_redis *r = connection(L, host);
@@ -192,8 +191,18 @@ static int l_redis(lua_State *L)
     const char *argv[64];
     size_t lens[64];
     int argc = collect(L, 1, argv, lens, 64);
-    struct redis_wait *w = new_wait(L, host, "fleet.core.redis");
-    return wait_reply(L, host, w, fleet_redis_command(r, on_reply, w, argc, argv, lens));
+    if (blocking)
+        fleet_shared_idle(host->shared);
+    struct redis_wait *w = new_wait(L, host, blocking ? "fleet.core.redis_blocking" : "fleet.core.redis");
+    int rc = blocking ? fleet_redis_command_blocking(r, on_reply, w, argc, argv, lens)
+                      : fleet_redis_command(r, on_reply, w, argc, argv, lens);
+    return wait_reply(L, host, w, rc);
+}
+
+/* fleet.core.redis(cmd, ...) -> reply | nil, err */
+static int l_redis(lua_State *L)
+{
+    return send_command(L, false);
 }
 
 /* fleet.core.redis_blocking(cmd, ...) -> reply | nil, err: a command
@@ -201,15 +210,7 @@ static int l_redis(lua_State *L)
  * units go back first, as it sends nothing else until the reply. */
 static int l_redis_blocking(lua_State *L)
 {
-    struct fleet_host *host = fleet_host_from(L);
-    struct fleet_redis *r = connection(L, host);
-    luaL_checkstring(L, 1);
-    const char *argv[64];
-    size_t lens[64];
-    int argc = collect(L, 1, argv, lens, 64);
-    fleet_shared_idle(host->shared);
-    struct redis_wait *w = new_wait(L, host, "fleet.core.redis_blocking");
-    return wait_reply(L, host, w, fleet_redis_command_blocking(r, on_reply, w, argc, argv, lens));
+    return send_command(L, true);
 }
 
 static int script_gc(lua_State *L)

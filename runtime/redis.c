@@ -239,8 +239,8 @@ static struct pending *pending_new(struct fleet_redis *r, fleet_redis_reply_fn *
     return p;
 }
 
-int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc, const char **argv,
-                        const size_t *lens)
+static int command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc, const char **argv,
+                   const size_t *lens, bool blocking)
 {
     if (r->state != CONN_UP)
         return -1;
@@ -249,22 +249,21 @@ int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *d
         free(p);
         return -1;
     }
+    p->blocking = blocking;
+    r->blocking += blocking;
     return 0;
+}
+
+int fleet_redis_command(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc, const char **argv,
+                        const size_t *lens)
+{
+    return command(r, fn, data, argc, argv, lens, false);
 }
 
 int fleet_redis_command_blocking(struct fleet_redis *r, fleet_redis_reply_fn *fn, void *data, int argc,
                                  const char **argv, const size_t *lens)
 {
-    if (r->state != CONN_UP)
-        return -1;
-    struct pending *p = pending_new(r, fn, data, NULL, argc, argv, lens);
-    if (!p || send_argv(r, p, argc, argv, lens) != 0) {
-        free(p);
-        return -1;
-    }
-    p->blocking = true;
-    r->blocking++;
-    return 0;
+    return command(r, fn, data, argc, argv, lens, true);
 }
 
 int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_redis_reply_fn *fn, void *data,
