@@ -244,7 +244,10 @@ while true do
   -- Slots still free after a take that brought owners: fill them first.
   if not redis_away and not (took > 0 and nactive < concurrency) then
     if nactive == 0 and last_empty > -math.huge then
-      q:wait(IDLE_WAIT) -- an error (Redis away) shows at the next take
+      -- A wait that fails (Redis away, or something else's key under the
+      -- events' name) is a pause all the same, never a loop of retries; the
+      -- next take shows what is wrong.
+      if q:wait(IDLE_WAIT) == nil then core.sleep(math.min(IDLE_WAIT, 1)) end
       last_empty = -math.huge
     else
       -- Busy: look again soon, as requests leave the wait before owners end.
