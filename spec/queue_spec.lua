@@ -305,6 +305,10 @@ describe("the shared work queue", function()
       assert(#none == 0 and after == 1, tostring(after))
       -- Nothing changed since that take; the end of the queue is a change.
       assert(q:wait(0.1) == false)
+      for _, bad in ipairs({ "x", -1, 0 / 0, 1 / 0, 86401 }) do
+        local ok, err = pcall(q.wait, q, bad)
+        assert(not ok and err:find("seconds from 0 to 86400", 1, true), tostring(err))
+      end
       local names = {}
       for _, it in ipairs(items) do
         local repos = assert(fleet.fetch_repositories(it.item))

@@ -305,7 +305,11 @@ end
 -- else it sends waits too), so the budget units it holds go back first:
 -- for a process with nothing else to do.
 function Queue:wait(seconds)
-  local ms = math.max(1, math.floor((tonumber(seconds) or 1) * 1000 + 0.5))
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds > 86400 then
+    error("bad argument #1 to 'wait' (seconds from 0 to 86400 expected)", 2)
+  end
+  -- At least 1 ms: BLOCK 0 would wait for ever.
+  local ms = math.max(1, math.floor(seconds * 1000 + 0.5))
   local r, err = core.redis_blocking("XREAD", "COUNT", "1", "BLOCK", tostring(ms), "STREAMS", self.keys.events,
     self.last_event)
   if r == nil and err then return nil, err end
