@@ -196,8 +196,7 @@ while true do
   local room = core.http_waiting() == 0
   -- Once the last owner is done, ask again at once: the queue may be
   -- finished (and the worker with it) or hold owners others gave back.
-  -- Idle, ask soon, then less often: the queue ends when the others' last
-  -- owners do, which may be a moment or a long wait for a budget.
+  -- Idle, the wait on the queue's events below ends when asking is due.
   local due = now - last_empty >= 0.5 or (nactive == 0 and empty_while_busy)
   if nactive < concurrency and room and due then
     local finished_items = acks
