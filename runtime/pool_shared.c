@@ -638,14 +638,13 @@ void fleet_shared_free(struct fleet_shared *s)
 {
     if (!s)
         return;
-    /* Units not used go back now rather than at the lease's end. */
-    double now = fleet_now();
+    /* Units not used go back now rather than at the lease's end; those
+     * of requests cut short count as used. */
     for (struct shared_budget *sb = s->budgets; sb; sb = sb->next) {
         sb->settle += sb->unsettled;
         sb->unsettled = 0;
-        if (!sb->busy && (sb->grant > 0 || sb->settle > 0 || sb->has_obs))
-            send_sync(s, sb, 0, sb->grant, now);
     }
+    fleet_shared_idle(s);
     fleet_redis_drain(s->redis, 2.0);
     fleet_redis_free(s->redis); /* replies still due come back as NULL */
     for (struct shared_budget *sb = s->budgets, *next; sb; sb = next) {

@@ -34,6 +34,13 @@ local EVENT = [[
 local function event(events, what)
   redis.call('XADD', events, 'MAXLEN', '~', 32, '*', 'e', what)
 end
+-- The items still queued or in progress; when a change (`changed`) left
+-- none, the queue is finished, and says so.
+local function left_after(queued, events, changed)
+  local left = redis.call('SCARD', queued)
+  if left == 0 and changed then event(events, 'finished') end
+  return left
+end
 local function last_event(events)
   local e = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
   return e[1] and e[1][1] or '0-0'
@@ -81,8 +88,7 @@ for i = 7, #ARGV, 2 do
   redis.call('XDEL', stream, id)
 end
 local function finish(out)
-  out[1] = redis.call('SCARD', queued)
-  if out[1] == 0 and before > 0 then event(events, 'finished') end
+  out[1] = left_after(queued, events, before > 0)
   out[2] = last_event(events)
   return out
 end
@@ -130,7 +136,7 @@ for i = 2, #ARGV, 2 do
   end
   redis.call('XDEL', KEYS[1], id)
 end
-if n > 0 and redis.call('SCARD', KEYS[2]) == 0 then event(KEYS[6], 'finished') end
+left_after(KEYS[2], KEYS[6], n > 0)
 return n
 ]]
 
@@ -145,7 +151,7 @@ local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
 if ARGV[5] == '1' or n >= max then
   redis.call('HSET', KEYS[4], item, reason)
   redis.call('SREM', KEYS[2], item)
-  if redis.call('SCARD', KEYS[2]) == 0 then event(KEYS[5], 'finished') end
+  left_after(KEYS[2], KEYS[5], true)
   return 'parked'
 end
 redis.call('XADD', KEYS[1], '*', 'item', item)
