@@ -108,11 +108,19 @@ static int open_temp(struct fleet_atomic *a, const struct stat *old)
     return EEXIST;
 }
 
-/* Paths under /dev and /proc name devices and open descriptors, never a
- * folder where a file could be replaced. */
-static bool names_device(const char *path)
+/* Paths that name an open descriptor (/dev/stdout, /dev/fd/N,
+ * /proc/self/fd/N): they resolve to whatever the descriptor is, a shell's
+ * redirection target perhaps, which must be written through, never
+ * replaced. Other paths under /dev are devices (not regular files, so
+ * written through as well) or files on a file system mounted there
+ * (/dev/shm), replaced like any other. */
+static bool names_descriptor(const char *path)
 {
-    return strncmp(path, "/dev/", 5) == 0 || strncmp(path, "/proc/", 6) == 0;
+    static const char *const aliases[] = {"/dev/stdin", "/dev/stdout", "/dev/stderr"};
+    for (size_t i = 0; i < sizeof aliases / sizeof *aliases; i++)
+        if (strcmp(path, aliases[i]) == 0)
+            return true;
+    return strncmp(path, "/dev/fd/", 8) == 0 || strncmp(path, "/proc/", 6) == 0;
 }
 
 int fleet_atomic_open(struct fleet_atomic *a, const char *path)
@@ -127,7 +135,7 @@ int fleet_atomic_open(struct fleet_atomic *a, const char *path)
         return ENOMEM;
     struct stat st;
     bool exists = stat(a->target, &st) == 0;
-    if ((exists && !S_ISREG(st.st_mode)) || names_device(path)) {
+    if ((exists && !S_ISREG(st.st_mode)) || names_descriptor(path)) {
         /* A device, FIFO or directory: nothing to rename over; a
          * descriptor the caller opened (/dev/stdout, /proc/self/fd/3):
          * only written through. open says what is wrong with a directory

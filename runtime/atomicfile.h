@@ -5,9 +5,10 @@
  * leaves it as it was and removes the temporary file.
  *
  * A target that exists and is not a regular file (/dev/null, /dev/full, a
- * FIFO, a terminal), or any path under /dev or /proc (/dev/stdout,
- * /proc/self/fd/N: descriptors the caller opened), cannot be replaced: it
- * is written directly. */
+ * FIFO, a terminal), or a path naming a descriptor the caller opened
+ * (/dev/stdout, /dev/fd/N, anything under /proc), cannot be replaced: it is
+ * written directly. A file on a file system mounted under /dev (/dev/shm)
+ * is replaced like any other. */
 #ifndef FLEET_ATOMICFILE_H
 #define FLEET_ATOMICFILE_H
 
