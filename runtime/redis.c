@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <hiredis/async.h>
+#include <openssl/evp.h>
 
 #include "config.h"
 #include "host.h"
@@ -135,8 +136,10 @@ static int send_argv(struct fleet_redis *r, struct pending *p, int argc, const c
     return 0;
 }
 
-/* EVALSHA sha numkeys ... or, while the sha is unknown, EVAL source ... */
-static int send_script(struct fleet_redis *r, struct pending *p)
+/* EVALSHA sha numkeys ..., or EVAL source ... (with_source): the first
+ * call of a script, and the one that meets NOSCRIPT. EVAL also leaves the
+ * script in Redis's cache, so the calls after it go by sha. */
+static int send_script(struct fleet_redis *r, struct pending *p, bool with_source)
 {
     const char **argv = malloc((size_t)(p->argc + 2) * sizeof *argv);
     size_t *lens = malloc((size_t)(p->argc + 2) * sizeof *lens);
@@ -145,7 +148,7 @@ static int send_script(struct fleet_redis *r, struct pending *p)
         free(lens);
         return -1;
     }
-    bool by_sha = p->script->sha[0] != 0;
+    bool by_sha = !with_source;
     argv[0] = by_sha ? "EVALSHA" : "EVAL";
     lens[0] = strlen(argv[0]);
     argv[1] = by_sha ? p->script->sha : p->script->source;
@@ -160,26 +163,17 @@ static int send_script(struct fleet_redis *r, struct pending *p)
     return rc;
 }
 
-static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv)
+/* The script's SHA-1 as Redis names it, worked out here: no SCRIPT LOAD
+ * round trip. False when libcrypto cannot (the calls then go by EVAL). */
+static bool script_sha(struct fleet_redis_script *s)
 {
-    struct fleet_redis_script *s = priv;
-    redisReply *rep = reply;
-    struct fleet_redis *r = ac->data;
-    if (r)
-        r->outstanding--;
-    if (rep && rep->type == REDIS_REPLY_STRING && rep->len == 40) {
-        memcpy(s->sha, rep->str, 40);
-        s->sha[40] = 0;
-    }
-}
-
-static void load_script(struct fleet_redis *r, struct fleet_redis_script *s)
-{
-    const char *argv[] = {"SCRIPT", "LOAD", s->source};
-    if (r->ac && redisAsyncCommandArgv(r->ac, on_script_loaded, s, 3, argv, NULL) == REDIS_OK) {
-        r->round_trips++;
-        r->outstanding++;
-    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (!EVP_Digest(s->source, strlen(s->source), md, &n, EVP_sha1(), NULL) || n != 20)
+        return false;
+    for (unsigned int i = 0; i < n; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+    return true;
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -193,17 +187,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         r->blocking--;
     if (rep && p->script && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
         !p->retried) {
-        /* Redis restarted or flushed its scripts: send the source once,
-         * and load it again for the calls after this one (the first of
-         * several calls that meet NOSCRIPT does). */
-        bool reload = p->script->sha[0] != 0;
-        p->script->sha[0] = 0;
+        /* Redis restarted or flushed its scripts: the source once more,
+         * which caches it again for the calls after this one. */
         p->retried = true;
-        if (send_script(r, p) == 0) {
-            if (reload)
-                load_script(r, p->script);
+        if (send_script(r, p, true) == 0)
             return;
-        }
         rep = NULL;
     }
     p->fn(r, rep, p->data);
@@ -275,12 +263,12 @@ int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_
     if (!p)
         return -1;
     bool first = !s->sha[0];
-    if (send_script(r, p) != 0) {
+    if (send_script(r, p, first) != 0) {
         pending_free(p);
         return -1;
     }
-    if (first)
-        load_script(r, s);
+    if (first && !script_sha(s))
+        s->sha[0] = '\0';
     return 0;
 }
 

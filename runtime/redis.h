@@ -22,11 +22,12 @@ struct fleet_redis;
 /* reply: NULL when the connection was lost before it came. */
 typedef void fleet_redis_reply_fn(struct fleet_redis *r, redisReply *reply, void *data);
 
-/* A Lua script run with EVALSHA, loaded on first use and again on NOSCRIPT. */
+/* A Lua script run with EVALSHA; sent as EVAL on first use (which
+ * caches it in Redis) and again on NOSCRIPT. */
 struct fleet_redis_script {
     const char *name;   /* for messages */
     const char *source;
-    char sha[41];       /* "" until Redis told it */
+    char sha[41];       /* its SHA-1 in hex, "" until first sent */
 };
 
 /* Connects and authenticates, waiting at most conf->connect_timeout.
