@@ -33,7 +33,7 @@
 /* The same while the figures are unknown: what the others hold is one
  * process's first request, which probes the budget and is answered a
  * round trip away. */
-#define PROBE_WAIT_FIRST 0.02
+#define PROBE_WAIT_FIRST 0.005
 
 /* One budget's shared state, kept in Redis as a hash:
  *   remaining, reset, limit   the provider's last figures (merged: within a
