@@ -353,3 +353,110 @@ describe("the shared work queue", function()
     assert.matches("fleet.queue needs a shared: section", run.stderr, 1, true)
   end)
 end)
+
+describe("a large owner's pages shared between workers", function()
+  local HUGE = { name = "huge", kind = "org", repos = 6000 } -- 60 pages
+  setup(function()
+    emu = emulator.start({ scenario = {
+      owners = { HUGE, { name = "tiny", kind = "org", repos = 30 } },
+      tokens = TOKENS,
+    } })
+    r = redis.start()
+  end)
+  teardown(function()
+    redis.stop_all()
+    emulator.stop_all()
+    gf.cleanup()
+  end)
+  before_each(function()
+    emu:reset(true)
+    r:cli("FLUSHALL")
+  end)
+
+  -- The share keys a queue has left in Redis.
+  local function share_keys(queue)
+    local keys = r:cli("--scan", "--pattern", "gitfleet:queue:" .. queue .. ":share*")
+    return keys == "" and {} or { keys }
+  end
+
+  it("has an idle worker fetch part of the pages: every repository once, nothing left in Redis", function()
+    -- a far server: the owner's pages take a while, as on the internet
+    emu:configure({ latency = 0.05 })
+    local cfg = config()
+    assert.equals(0, push(cfg, "big", { "huge" }).code)
+    local dir = gf.tmpdir()
+    local ws = { start_worker(cfg, "big", dir), start_worker(cfg, "big", dir) }
+    wait_all(ws)
+    local n, dup, files = collect(dir)
+    assert.equals(1, #files)
+    assert.equals(6000, n)
+    assert.equals(0, dup)
+    -- the one that did not take the owner fetched some of its pages
+    local helped = (ws[1].stderr .. ws[2].stderr):match("fetched (%d+) page%(s%) of other workers' large owners")
+    assert.is_truthy(helped, ws[1].stderr .. ws[2].stderr)
+    assert.is_true(tonumber(helped) > 0 and tonumber(helped) < 60)
+    assert.same({}, share_keys("big"))
+    assert.equals("0", r:cli("ZCARD", "gitfleet:queue:big:shares"))
+    -- each page once: nothing fetched twice
+    assert.equals(60, emu:stats().by_path_kind.repo_list)
+  end)
+
+  it("fetches in the lead the pages a killed helper held, once its lease is out", function()
+    emu:configure({ latency = 0.3 })
+    local cfg = config()
+    assert.equals(0, push(cfg, "kill", { "huge" }).code)
+    local dir = gf.tmpdir()
+    -- Until a condition holds (at most 20 s): whether it did.
+    local function until_true(cond)
+      local deadline = socket.gettime() + 20
+      while not cond() and socket.gettime() < deadline do socket.sleep(0.01) end
+      return cond()
+    end
+    local function scan(pattern) return r:cli("--scan", "--pattern", pattern):gmatch("%S+") end
+    -- the first worker takes the owner and shares its pages; the second
+    -- starts then, claims a range, and is killed holding it
+    local lead = start_worker(cfg, "kill", dir)
+    assert.is_true(until_true(function() return scan("gitfleet:queue:kill:share:*")() ~= nil end), "no share")
+    local helper = start_worker(cfg, "kill", dir)
+    assert.is_true(until_true(function()
+      for key in scan("gitfleet:queue:kill:share:*:claims") do
+        if tonumber(r:cli("ZCARD", key)) > 0 then return true end
+      end
+      return false
+    end), "no range was claimed")
+    os.execute("kill -KILL " .. helper.pid)
+    local killed_at = socket.gettime()
+    wait_all({ lead })
+    local n, dup = collect(dir)
+    assert.equals(6000, n)
+    assert.equals(0, dup)
+    assert.matches("huge: pages %d+%-%d+ were left by a worker that stopped or failed; fetched here", lead.stderr)
+    -- the lease is 3 s
+    assert.is_true(socket.gettime() - killed_at < 3 + 10)
+    assert.same({}, share_keys("kill"))
+  end)
+
+  it("drops a share whose page URL is not the provider's: no request goes there, with or without a token", function()
+    local elsewhere = emulator.start({ scenario = { owners = { HUGE }, tokens = TOKENS } })
+    local cfg = config()
+    assert.equals(0, push(cfg, "odd", { "tiny" }).code)
+    -- the owner held by a worker that is not there (taken over after the
+    -- 3 s lease), so the worker below first finds nothing to take
+    r:cli("XREADGROUP", "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", "gitfleet:queue:odd:stream", ">")
+    local meta = "gitfleet:queue:odd:share:ghost.1"
+    r:cli("HSET", meta, "owner", "huge", "provider", "github", "template", elsewhere.url .. "/orgs/huge/repos?page=2",
+      "last", "10", "size", "4", "front", "1", "back", "11", "opts", "{}", "lead", "ghost")
+    r:cli("PEXPIRE", meta, "60000")
+    r:cli("ZADD", "gitfleet:queue:odd:shares", "1", "ghost.1")
+    local dir = gf.tmpdir()
+    local w = start_worker(cfg, "odd", dir)
+    wait_all({ w })
+    assert.matches("a shared owner in Redis %(huge%) was dropped: a shared page URL outside", w.stderr)
+    assert.equals(0, elsewhere:stats().requests)
+    assert.same({}, share_keys("odd"))
+    local n, dup, files = collect(dir)
+    assert.equals(1, #files)
+    assert.equals(30, n)
+    assert.equals(0, dup)
+  end)
+end)

@@ -6,6 +6,8 @@
 local cli = require("fleet.cli")
 local core = require("fleet.core")
 local Queue = require("fleet.queue")
+local Repositories = require("fleet.repositories")
+local Share = require("fleet.share")
 
 local usage = [[
 usage: gitfleet worker --queue NAME --output-dir DIR [OPTIONS]
@@ -79,23 +81,59 @@ end
 -- Only its encode_many is used; it never writes to its stdout.
 local encoder = fleet.writer({ format = "ndjson" })
 
+-- The owner's records as ndjson chunks in page order ({ text =, n = }
+-- each), or nil, err. A large owner's later pages are shared with workers
+-- that have nothing to take (fleet/share.lua).
+local function fetch_pages(it, provider, owner)
+  local pages, normalize = Repositories.open(owner, { provider = provider })
+  if not pages then return nil, normalize end
+  local function page_chunk(items)
+    local records = {}
+    local n, err = normalize(items, records, 0)
+    if not n then return nil, err end
+    local text
+    text, n = encoder:encode_many(records)
+    return { text = text, n = n }
+  end
+  local first, err = page_chunk(pages:next())
+  if not first then return nil, err end
+  local shared
+  shared, err = Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encoder)
+  if err then return nil, err end
+  if shared then
+    table.insert(shared, 1, first)
+    return shared
+  end
+  local chunks = { first }
+  while true do
+    local items, perr = pages:next()
+    if not items then
+      if perr then
+        perr.owner = perr.owner or owner
+        return nil, perr
+      end
+      return chunks
+    end
+    local c, cerr = page_chunk(items)
+    if not c then return nil, cerr end
+    chunks[#chunks + 1] = c
+  end
+end
+
 -- Fetches owner and writes its records to DIR/PROVIDER/OWNER.ndjson
 -- through a temporary file and a rename, so the file appears whole. The
 -- file is written at the end, at once: one open file per worker, however
 -- many owners it fetches at a time. Returns true, or nil, err (a fetch
 -- error as a table, a file error as text).
-local function fetch_owner(provider, owner)
-  local next_page, err = fleet.each_repository_page(owner, { provider = provider })
-  if not next_page then return nil, err end
-  local chunks = {}
-  -- A later page's failure is raised from the iterator (its structured err).
-  local ok, perr = pcall(function()
-    for page in next_page do
-      local text, n = encoder:encode_many(page)
-      chunks[#chunks + 1] = { text = text, n = n }
+local function fetch_owner(it, provider, owner)
+  local chunks, perr = fetch_pages(it, provider, owner)
+  if not chunks then
+    if type(perr) == "table" then
+      perr.owner = perr.owner or owner
+      perr.provider = perr.provider or provider
     end
-  end)
-  if not ok then return nil, perr end
+    return nil, perr
+  end
   local function failed(e) return nil, "cannot write " .. owner .. ": " .. tostring(e) end
   local dir = opts.output_dir .. "/" .. file_name(provider)
   local made_dir, derr = core.mkdir(dir)
@@ -118,16 +156,18 @@ local function fetch_owner(provider, owner)
 end
 
 local active, nactive = {}, 0
+local helping = 0 -- ranges of others' large owners being fetched (fleet/share.lua)
 local acks = {}
 local finished = core.condition()
 local parked, done = 0, 0
 local last_flush = core.now()
 
 local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"):format(...)) end
+Share.log = log
 
 local function work(it)
   local provider, owner = split(it.item)
-  local written, err = fetch_owner(provider, owner)
+  local written, err = fetch_owner(it, provider, owner)
   if written then
     acks[#acks + 1] = it
     done = done + 1
@@ -147,6 +187,14 @@ local function work(it)
   end
   active[it.id] = nil
   nactive = nactive - 1
+  finished:signal()
+end
+
+-- Pages of another worker's large owner: fetched, then put back for it.
+local function help(range)
+  local ok, err = pcall(Share.help, q, range, encoder)
+  if not ok then log("helping with %s: %s", tostring(range.owner), tostring(err)) end
+  nactive, helping = nactive - 1, helping - 1
   finished:signal()
 end
 
@@ -185,6 +233,7 @@ local low = math.max(1, concurrency // 2)
 -- large owners at the head of the queue instead of the first taking them all
 -- (one Redis round trip per take still serves several owners' requests).
 local TAKE_AT_MOST = 4
+local HELP_AT_ONCE = 2
 
 while true do
   local now = core.now()
@@ -218,8 +267,17 @@ while true do
         if it.reclaimed then log("%s: taken over from a worker that stopped (attempt %d)", it.item, it.attempts) end
         core.spawn(work, it)
       end
-      empty_while_busy = #items == 0 and nactive > 0
-      if #items == 0 then
+      -- Nothing to take while others still fetch: help with their large
+      -- owners' pages (two ranges at a time keep requests going).
+      if #items == 0 and left > 0 and helping < HELP_AT_ONCE then
+        for _, r in ipairs(Share.claim(q, HELP_AT_ONCE - helping) or {}) do
+          nactive, helping = nactive + 1, helping + 1
+          core.spawn(help, r)
+          took = took + 1
+        end
+      end
+      empty_while_busy = took == 0 and nactive > 0
+      if took == 0 then
         last_empty = now
         -- The take said what is left: nothing queued or held by anyone
         -- (acknowledgements that came in while it was out are sent first,
@@ -239,6 +297,7 @@ while true do
   if now - last_touch >= lease / 3 then
     last_touch = now
     q:touch(held(), nactive > 0 and "fetching" or "idle")
+    Share.touch(q)
   end
   -- Slots still free after a take that brought owners: fill them first.
   if not redis_away and not (took > 0 and nactive < concurrency) then
@@ -259,6 +318,9 @@ if done == 0 and parked == 0 then
   log("queue %s has nothing left to do", opts.queue)
 else
   log("%d owner(s) written to %s%s", done, opts.output_dir, parked > 0 and (", %d parked"):format(parked) or "")
+end
+if Share.pages_helped > 0 then
+  log("fetched %d page(s) of other workers' large owners", Share.pages_helped)
 end
 local s = fleet.stats()
 if s.redis_round_trips and s.requests > 0 then

@@ -230,6 +230,28 @@ local function open_repositories(owner, opts)
   return pages, page_normalizer(api, opts, owner)
 end
 
+-- The pages of owner's repositories at a page URL another process found
+-- (a large owner's pages shared between workers, fleet/share.lua): no
+-- first request; the same API object, fields kept and normaliser as
+-- open_repositories; page_opts: what the first process's pages sent with
+-- each request. nil, err when the URL is not the provider's.
+local function open_repositories_at(owner, opts, template, last, page_opts)
+  local api = api_for_owner(owner, opts)
+  local bad = invalid_name(api, "owner", owner)
+  if bad then return nil, bad end
+  -- The URL came through Redis: a request there carries a token, so it
+  -- must be the provider's own.
+  if type(template) ~= "string" or template:sub(1, #api.base_url + 1) ~= api.base_url .. "/" then
+    return nil, fleet.error("invalid", ("a shared page URL outside %s"):format(api.base_url), { provider = api.name })
+  end
+  if api.plugin.repository_keys and not (opts and opts.raw) then api = api:with_keep(api.plugin.repository_keys) end
+  return require("fleet.pages").at(api, template, last, page_opts), page_normalizer(api, opts, owner)
+end
+
+-- For the host's own commands (the worker), not scripts: pages opened by
+-- hand.
+package.loaded["fleet.repositories"] = { open = open_repositories, open_at = open_repositories_at }
+
 -- The next page of records: an array, nil at the end, or raises the err.
 local function next_page(pages, normalize, owner)
   local items, err = pages:next()

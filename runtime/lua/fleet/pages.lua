@@ -111,6 +111,24 @@ function Pages.open(api, url, opts)
   return self
 end
 
+-- pages = Pages.at(api, template, last, opts): pages first..limit of a
+-- list whose last page another process learned (its first page fetched
+-- there), opened without a request; set next_page and limit before
+-- reading. opts as Pages.open's.
+function Pages.at(api, template, last, opts)
+  local request_opts = {}
+  for k, v in pairs(opts or {}) do request_opts[k] = v end
+  local items_field = request_opts.items or api.pagination.items
+  request_opts.decode = { items = items_field, keep = api.keep }
+  return setmetatable({
+    api = api, opts = request_opts, items_field = items_field,
+    page_param = api.pagination.page_param or "page",
+    window = request_opts.window or api.pagination.window or default_window(api),
+    pending = {}, ready = {}, failed = {}, next_page = 2, style = api.pagination.style,
+    last = last, template = template,
+  }, Pages)
+end
+
 -- Works out how the following pages are found.
 function Pages:plan(resp, data)
   local pg = self.api.pagination
@@ -168,8 +186,11 @@ function Pages:next()
   local data, err
   if self.last then
     local n = self.next_page
-    if n > self.last then return nil end
-    for k = n, math.min(self.last, n + self.window - 1) do
+    -- limit: the last page this reader may fetch (the worker shares the
+    -- rest of a large owner's pages with others, fleet/share.lua)
+    local stop = self.limit or self.last
+    if n > stop then return nil end
+    for k = n, math.min(stop, n + self.window - 1) do
       if not self.pending[k] then self:fetch_async(k) end
     end
     local task = self.pending[n]

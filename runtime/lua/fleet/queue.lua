@@ -222,6 +222,8 @@ function Queue.open(name)
       stream = base .. ":stream", queued = base .. ":queued", tries = base .. ":tries",
       done = base .. ":done", failed = base .. ":failed", workers = base .. ":workers",
       events = base .. ":events",
+      -- large owners whose pages several workers fetch (fleet/share.lua)
+      shares = base .. ":shares", share = base .. ":share:",
     },
     last_event = "0-0", -- the newest event the last take saw
     consumer = info.worker,
