@@ -76,12 +76,11 @@ local function push(cfg, queue, list)
   return gf.run(args)
 end
 
-describe("the shared work queue", function()
+-- For a describe: an emulator with the scenario and a redis-server of its
+-- own, both fresh for every spec.
+local function with_world(scenario)
   setup(function()
-    emu = emulator.start({ scenario = {
-      generate = { count = 60, total_repos = 2400, prefix = "own", large = 2 },
-      tokens = TOKENS,
-    } })
+    emu = emulator.start({ scenario = scenario })
     r = redis.start()
   end)
   teardown(function()
@@ -93,6 +92,10 @@ describe("the shared work queue", function()
     emu:reset(true)
     r:cli("FLUSHALL")
   end)
+end
+
+describe("the shared work queue", function()
+  with_world({ generate = { count = 60, total_repos = 2400, prefix = "own", large = 2 }, tokens = TOKENS })
 
   it("has two workers write every owner's file once, each repository once", function()
     local cfg = config()
@@ -356,22 +359,7 @@ end)
 
 describe("a large owner's pages shared between workers", function()
   local HUGE = { name = "huge", kind = "org", repos = 6000 } -- 60 pages
-  setup(function()
-    emu = emulator.start({ scenario = {
-      owners = { HUGE, { name = "tiny", kind = "org", repos = 30 } },
-      tokens = TOKENS,
-    } })
-    r = redis.start()
-  end)
-  teardown(function()
-    redis.stop_all()
-    emulator.stop_all()
-    gf.cleanup()
-  end)
-  before_each(function()
-    emu:reset(true)
-    r:cli("FLUSHALL")
-  end)
+  with_world({ owners = { HUGE, { name = "tiny", kind = "org", repos = 30 } }, tokens = TOKENS })
 
   -- The share keys a queue has left in Redis.
   local function share_keys(queue)
