@@ -48,10 +48,13 @@ local function claim_in(meta, now, lease)
   if range then
     from, to = range:match('^(%d+):(%d+)$')
     from, to = tonumber(from), tonumber(to)
-  else
+  end
+  if not from then
+    if range then redis.call('ZREM', claims, range) end -- not a range of ours
+    range = nil
     local f = redis.call('HMGET', meta, 'front', 'back', 'size')
     local front, back, size = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
-    if not front or back - 1 <= front then return nil end
+    if not front or not back or not size or size < 1 or back - 1 <= front then return nil end
     from, to = math.max(back - size, front + 1), back - 1
     redis.call('HSET', meta, 'back', from)
     range = from .. ':' .. to
@@ -347,8 +350,13 @@ function Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encode
       break
     elseif #r[2] > 0 then
       for _, range in ipairs(r[2]) do
-        local from, to = range:match("^(%d+):(%d+)$")
+        local from, to = tostring(range):match("^(%d+):(%d+)$")
         from, to = tonumber(from), tonumber(to)
+        if not from or from <= front or to > pages.last or to < from then
+          close()
+          return nil, core.error({ kind = "http", message = ("the shared pages of %s in Redis are not ranges of"
+            .. " its pages"):format(owner) })
+        end
         Share.log("%s: pages %d-%d were left by a worker that stopped or failed; fetched here", owner, from, to)
         local c, err = read_range(pages, normalize, encoder, from, to)
         if not c then
@@ -366,7 +374,7 @@ function Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encode
   local p = front + 1
   while p <= pages.last do
     local c = theirs[p]
-    if not c then
+    if not c or c.to < p or c.to > pages.last then
       return nil, core.error({ kind = "http", message = ("pages %d-%d of %s were lost on the way back from"
         .. " another worker"):format(p, pages.last, owner) })
     end
