@@ -222,7 +222,7 @@ static int script_gc(lua_State *L)
 }
 
 /* fleet.core.redis_script(source) -> handle, run by redis_eval with
- * EVALSHA (loaded once, again after NOSCRIPT). */
+ * EVALSHA (sent as EVAL the first time, and again after NOSCRIPT). */
 static int l_redis_script(lua_State *L)
 {
     size_t len;
