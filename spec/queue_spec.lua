@@ -424,6 +424,34 @@ describe("a large owner's pages shared between workers", function()
     assert.same({}, share_keys("kill"))
   end)
 
+  it("goes on across a Redis restart in the middle of a share: every repository once", function()
+    emu:configure({ latency = 0.3 })
+    local rr = redis.start({ appendonly = true })
+    local cfg = config({ shared = { url = rr.url, lease = 3 } })
+    assert.equals(0, push(cfg, "restart", { "huge" }).code)
+    local dir = gf.tmpdir()
+    local function claimed()
+      for key in rr:cli("--scan", "--pattern", "gitfleet:queue:restart:share:*:claims"):gmatch("%S+") do
+        if tonumber(rr:cli("ZCARD", key)) > 0 then return true end
+      end
+      return false
+    end
+    local ws = { start_worker(cfg, "restart", dir) }
+    ws[2] = start_worker(cfg, "restart", dir)
+    local deadline = socket.gettime() + 20
+    while not claimed() and socket.gettime() < deadline do socket.sleep(0.01) end
+    assert.is_true(claimed(), "no range was claimed")
+    rr:stop()
+    socket.sleep(2)
+    rr:launch()
+    wait_all(ws)
+    local n, dup = collect(dir)
+    assert.equals(6000, n)
+    assert.equals(0, dup)
+    assert.equals("1", rr:cli("HLEN", "gitfleet:queue:restart:done"))
+    assert.equals("", rr:cli("--scan", "--pattern", "gitfleet:queue:restart:share*"))
+  end)
+
   it("drops a share whose page URL is not the provider's: no request goes there, with or without a token", function()
     local elsewhere = emulator.start({ scenario = { owners = { HUGE }, tokens = TOKENS } })
     local cfg = config()

@@ -430,8 +430,9 @@ function Share.help(q, range, encoder)
   while from do
     local key = from .. ":" .. to
     local c = pages and read_range(pages, normalize, encoder, from, to)
-    local r = core.redis_eval(script("put", PUT), 1, range.meta, key, c and (c.n .. "\n" .. c.text) or "",
-      lease_ms(q), c and "1" or "0")
+    -- While Redis is away the records wait here: the lead may still want them.
+    local r = eval_retrying("put", PUT, 1, range.meta, key, c and (c.n .. "\n" .. c.text) or "", lease_ms(q),
+      c and "1" or "0")
     held[key] = nil
     if c and type(r) == "table" and r[1] ~= -1 then Share.pages_helped = Share.pages_helped + to - from + 1 end
     from, to = nil, nil
