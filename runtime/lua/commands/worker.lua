@@ -17,6 +17,10 @@ every repository of each, and writes them to DIR/PROVIDER/OWNER.ndjson: the
 file appears whole (written to a temporary name, then renamed) before the
 owner is acknowledged. Needs a shared: section in the configuration.
 
+A large owner's later pages are shared: a worker with nothing to take
+fetches some of them and hands them back through Redis to the worker that
+holds the owner, which writes its file (docs/scale-out.md).
+
 An owner whose worker stops (killed, machine lost) is taken over by another
 worker once it has been idle for shared.lease seconds. An owner that fails
 is retried up to shared.max_attempts times, then parked with its reason
