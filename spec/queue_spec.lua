@@ -389,6 +389,24 @@ describe("a large owner's pages shared between workers", function()
     assert.equals(60, emu:stats().by_path_kind.repo_list)
   end)
 
+  it("shares pages under 10% injected faults: every repository once, nothing left in Redis", function()
+    emu:configure({ latency = 0.02, faults = { rate = 0.1, kinds = { "5xx", "drop" }, seed = 3 } })
+    local cfg = config()
+    assert.equals(0, push(cfg, "faults", { "huge", "tiny" }).code)
+    local dir = gf.tmpdir()
+    local ws = {}
+    for i = 1, 3 do ws[i] = start_worker(cfg, "faults", dir) end
+    wait_all(ws)
+    local n, dup, files = collect(dir)
+    assert.equals(2, #files)
+    assert.equals(6030, n)
+    assert.equals(0, dup)
+    local said = ws[1].stderr .. ws[2].stderr .. ws[3].stderr
+    assert.matches("fetched %d+ page%(s%) of other workers' large owners", said)
+    assert.is_true(emu:stats().faults["5xx"] + emu:stats().faults.drop > 0)
+    assert.same({}, share_keys("faults"))
+  end)
+
   it("fetches in the lead the pages a killed helper held, once its lease is out", function()
     emu:configure({ latency = 0.3 })
     local cfg = config()
