@@ -164,16 +164,15 @@ static int send_script(struct fleet_redis *r, struct pending *p, bool with_sourc
 }
 
 /* The script's SHA-1 as Redis names it, worked out here: no SCRIPT LOAD
- * round trip. False when libcrypto cannot (the calls then go by EVAL). */
-static bool script_sha(struct fleet_redis_script *s)
+ * round trip. Left "" when libcrypto cannot (the calls then go by EVAL). */
+static void script_sha(struct fleet_redis_script *s)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     if (!EVP_Digest(s->source, strlen(s->source), md, &n, EVP_sha1(), NULL) || n != 20)
-        return false;
+        return;
     for (unsigned int i = 0; i < n; i++)
         snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
-    return true;
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -267,8 +266,8 @@ int fleet_redis_eval(struct fleet_redis *r, struct fleet_redis_script *s, fleet_
         pending_free(p);
         return -1;
     }
-    if (first && !script_sha(s))
-        s->sha[0] = '\0';
+    if (first)
+        script_sha(s);
     return 0;
 }
 

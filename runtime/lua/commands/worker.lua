@@ -80,9 +80,8 @@ local function split(item)
   return opts.provider or fleet.default_provider(), item
 end
 
--- Encodes each page as it comes: an owner waits for its file as ndjson
--- text, which the collector need not walk, not as tables of records.
--- Only its encode_many is used; it never writes to its stdout.
+-- Encodes each page as it comes (Share.chunker). Only its encode_many is
+-- used; it never writes to its stdout.
 local encoder = fleet.writer({ format = "ndjson" })
 
 -- The owner's records as ndjson chunks in page order ({ text =, n = }
@@ -91,37 +90,15 @@ local encoder = fleet.writer({ format = "ndjson" })
 local function fetch_pages(it, provider, owner)
   local pages, normalize = Repositories.open(owner, { provider = provider })
   if not pages then return nil, normalize end
-  local function page_chunk(items)
-    local records = {}
-    local n, err = normalize(items, records, 0)
-    if not n then return nil, err end
-    local text
-    text, n = encoder:encode_many(records)
-    return { text = text, n = n }
-  end
+  local page_chunk = Share.chunker(normalize, encoder)
   local first, err = page_chunk(pages:next())
   if not first then return nil, err end
-  local shared
-  shared, err = Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encoder)
-  if err then return nil, err end
-  if shared then
-    table.insert(shared, 1, first)
-    return shared
-  end
-  local chunks = { first }
-  while true do
-    local items, perr = pages:next()
-    if not items then
-      if perr then
-        perr.owner = perr.owner or owner
-        return nil, perr
-      end
-      return chunks
-    end
-    local c, cerr = page_chunk(items)
-    if not c then return nil, cerr end
-    chunks[#chunks + 1] = c
-  end
+  local chunks
+  chunks, err = Share.lead(q, it, owner, provider, pages, page_chunk)
+  if not chunks and not err then chunks, err = pages:map(page_chunk) end
+  if not chunks then return nil, err end
+  table.insert(chunks, 1, first)
+  return chunks
 end
 
 -- Fetches owner and writes its records to DIR/PROVIDER/OWNER.ndjson

@@ -209,16 +209,24 @@ local function invalid_name(api, what, name)
   return fleet.error("invalid", ("%s %q: %s"):format(what, name, problem), { provider = api.name })
 end
 
-local function open_repositories(owner, opts)
-  if type(owner) ~= "string" or owner == "" then
-    error("bad argument #1 (owner must be a non-empty string)", 3)
-  end
+-- The API object that lists owner's repositories, or nil, err for a name
+-- that cannot be placed in a path.
+local function repositories_api(owner, opts)
   local api = api_for_owner(owner, opts)
   local bad = invalid_name(api, "owner", owner)
   if bad then return nil, bad end
   -- Pages build only the fields the plugin's normaliser reads, unless the
   -- caller wants the provider's whole object.
   if api.plugin.repository_keys and not (opts and opts.raw) then api = api:with_keep(api.plugin.repository_keys) end
+  return api
+end
+
+local function open_repositories(owner, opts)
+  if type(owner) ~= "string" or owner == "" then
+    error("bad argument #1 (owner must be a non-empty string)", 3)
+  end
+  local api, bad = repositories_api(owner, opts)
+  if not api then return nil, bad end
   local pages, err = api.plugin.repositories(api, owner, opts or {})
   if not pages then
     if err then
@@ -236,15 +244,13 @@ end
 -- open_repositories; page_opts: what the first process's pages sent with
 -- each request. nil, err when the URL is not the provider's.
 local function open_repositories_at(owner, opts, template, last, page_opts)
-  local api = api_for_owner(owner, opts)
-  local bad = invalid_name(api, "owner", owner)
-  if bad then return nil, bad end
+  local api, bad = repositories_api(owner, opts)
+  if not api then return nil, bad end
   -- The URL came through Redis: a request there carries a token, so it
   -- must be the provider's own.
   if type(template) ~= "string" or template:sub(1, #api.base_url + 1) ~= api.base_url .. "/" then
     return nil, fleet.error("invalid", ("a shared page URL outside %s"):format(api.base_url), { provider = api.name })
   end
-  if api.plugin.repository_keys and not (opts and opts.raw) then api = api:with_keep(api.plugin.repository_keys) end
   return require("fleet.pages").at(api, template, last, page_opts), page_normalizer(api, opts, owner)
 end
 

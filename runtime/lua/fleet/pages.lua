@@ -76,34 +76,36 @@ local function default_window(api)
   return w
 end
 
+-- A reader of a list's pages, before any page is read. Every page is
+-- decoded as it arrives, building only the fields the API object keeps
+-- (api.keep: what normalisation reads), if it says.
+local function new_pages(api, opts)
+  local request_opts = {}
+  for k, v in pairs(opts or {}) do request_opts[k] = v end
+  local items_field = request_opts.items or api.pagination.items
+  request_opts.decode = { items = items_field, keep = api.keep }
+  return setmetatable({
+    api = api,
+    opts = request_opts,
+    items_field = items_field,
+    page_param = api.pagination.page_param or "page",
+    window = request_opts.window or api.pagination.window or default_window(api),
+    pending = {},       -- page number -> task handle fetching it
+    ready = {},         -- page number -> decoded page, until read
+    failed = {},        -- page number -> error
+    next_page = 2,      -- the number of the page the reader gets next
+    style = api.pagination.style,
+  }, Pages)
+end
+
 -- pages = Pages.open(api, url, opts): fetches the first page.
 -- opts.items: field holding the items (default: the plugin's pagination.items)
 -- opts.window: how many pages to fetch ahead when the last page is known
 --   (default: the plugin's pagination.window, else default_window)
 function Pages.open(api, url, opts)
-  opts = opts or {}
-  local style = api.pagination.style
-  local items_field = opts.items or api.pagination.items
-  -- Every page is decoded as it arrives, building only the fields the
-  -- API object keeps (api.keep: what normalisation reads), if it says.
-  local request_opts = {}
-  for k, v in pairs(opts) do request_opts[k] = v end
-  request_opts.decode = { items = items_field, keep = api.keep }
-  opts = request_opts
-  local first, err = api:request("GET", url, opts)
+  local self = new_pages(api, opts)
+  local first, err = api:request("GET", url, self.opts)
   if not first then return nil, err end
-  local self = setmetatable({
-    api = api,
-    opts = opts,
-    items_field = items_field,
-    page_param = api.pagination.page_param or "page",
-    window = opts.window or api.pagination.window or default_window(api),
-    pending = {},       -- page number -> task handle fetching it
-    ready = {},         -- page number -> decoded page, until read
-    failed = {},        -- page number -> error
-    next_page = 2,      -- the number of the page the reader gets next
-    style = style,
-  }, Pages)
   local data, derr = decode(api, first)
   if not data then return nil, derr end
   self.first_items = items_of(data, self.items_field)
@@ -111,22 +113,14 @@ function Pages.open(api, url, opts)
   return self
 end
 
--- pages = Pages.at(api, template, last, opts): pages first..limit of a
--- list whose last page another process learned (its first page fetched
--- there), opened without a request; set next_page and limit before
--- reading. opts as Pages.open's.
+-- pages = Pages.at(api, template, last, opts): pages of a list whose last
+-- page another process learned (its first page fetched there), opened
+-- without a request; set next_page and limit before reading. opts as
+-- Pages.open's.
 function Pages.at(api, template, last, opts)
-  local request_opts = {}
-  for k, v in pairs(opts or {}) do request_opts[k] = v end
-  local items_field = request_opts.items or api.pagination.items
-  request_opts.decode = { items = items_field, keep = api.keep }
-  return setmetatable({
-    api = api, opts = request_opts, items_field = items_field,
-    page_param = api.pagination.page_param or "page",
-    window = request_opts.window or api.pagination.window or default_window(api),
-    pending = {}, ready = {}, failed = {}, next_page = 2, style = api.pagination.style,
-    last = last, template = template,
-  }, Pages)
+  local self = new_pages(api, opts)
+  self.last, self.template = last, template
+  return self
 end
 
 -- Works out how the following pages are found.
@@ -221,20 +215,34 @@ function Pages:next()
   return items_of(data, self.items_field)
 end
 
--- Every item of every page, or nil, err.
-function Pages:all()
-  local out, n = {}, 0
+-- fn(items) of every page from the reader's place (or page `from`) up to
+-- page `to` (or the last), in page order: a list, or nil, err (a page's
+-- failure, or fn's nil, err). Each page can go as soon as fn has seen it.
+function Pages:map(fn, from, to)
+  if from then self.next_page = from end
+  self.limit = to
+  local out = {}
   while true do
     local items, err = self:next()
     if not items then
       if err then return nil, err end
       return out
     end
-    for i = 1, #items do
-      n = n + 1
-      out[n] = items[i]
-    end
+    local v, ferr = fn(items)
+    if v == nil then return nil, ferr end
+    out[#out + 1] = v
   end
+end
+
+-- Every item of every page, or nil, err.
+function Pages:all()
+  local out = {}
+  local read, err = self:map(function(items)
+    table.move(items, 1, #items, #out + 1, out)
+    return true
+  end)
+  if not read then return nil, err end
+  return out
 end
 
 return Pages

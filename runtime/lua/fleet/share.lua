@@ -233,33 +233,27 @@ local function providers_known(name)
   return false
 end
 
--- Pages from..to read with `pages` (its reader moved there) as one chunk
--- { text =, n = } of ndjson, or nil, err.
-local function read_range(pages, normalize, encoder, from, to)
-  pages.next_page, pages.limit = from, to
-  local records, n = {}, 0
-  while true do
-    local items, err = pages:next()
-    if not items then
-      if err then return nil, err end
-      break
-    end
-    n, err = normalize(items, records, n)
+-- page_chunk = Share.chunker(normalize, encoder): page_chunk(items) is
+-- one page's records as a chunk of ndjson, { text =, n = }, or nil, err.
+-- Pages wait for their owner's file as text, which the collector need not
+-- walk, not as tables of records.
+function Share.chunker(normalize, encoder)
+  return function(items)
+    local records = {}
+    local n, err = normalize(items, records, 0)
     if not n then return nil, err end
+    local text
+    text, n = encoder:encode_many(records)
+    return { text = text, n = n }
   end
-  local text
-  text, n = encoder:encode_many(records)
-  return { text = text, n = n }
 end
 
--- chunks, err = Share.lead(q, it, owner, provider, pages, page_chunk,
--- normalize, encoder): the chunks of pages 2..last in page order
--- ({ text =, n = } each), fetched with whichever workers help; nil when the
--- owner is too small to share (the caller reads on alone). it: the queue
--- item; pages: the owner's pages, the first already read; page_chunk(items):
--- one page's chunk, or nil, err; normalize and encoder make the chunk of a
--- range the lead fetches for a helper that stopped.
-function Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encoder)
+-- chunks, err = Share.lead(q, it, owner, provider, pages, page_chunk): the
+-- chunks of pages 2..last in page order, fetched with whichever workers
+-- help; nil when the owner is too small to share (the caller reads on
+-- alone). it: the queue item; pages: the owner's pages, the first already
+-- read; page_chunk: Share.chunker's.
+function Share.lead(q, it, owner, provider, pages, page_chunk)
   local step = pages.window
   local size = math.max(4, step // 2)
   -- Worth it when helpers can have two ranges beyond the lead's first window.
@@ -336,16 +330,18 @@ function Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encode
     if type(r) ~= "table" or r[1] == -1 then
       -- gone while Redis was away: what helpers put went with it
       leads[meta] = nil
-      local c, err = read_range(pages, normalize, encoder, front + 1, pages.last)
-      if not c then return nil, err end
-      theirs = { [front + 1] = { text = c.text, n = c.n, to = pages.last } }
+      local list, err = pages:map(page_chunk, front + 1, pages.last)
+      if not list then return nil, err end
+      theirs = { [front + 1] = { chunks = list, to = pages.last } }
       break
     elseif r[1] == 2 then
       leads[meta] = nil
       for i = 1, #r[2], 2 do
         local from, to = r[2][i]:match("^(%d+):(%d+)$")
         local n, text = r[2][i + 1]:match("^(%d+)\n(.*)$")
-        if from and n then theirs[tonumber(from)] = { text = text, n = tonumber(n), to = tonumber(to) } end
+        if from and n then
+          theirs[tonumber(from)] = { chunks = { { text = text, n = tonumber(n) } }, to = tonumber(to) }
+        end
       end
       break
     elseif #r[2] > 0 then
@@ -358,12 +354,12 @@ function Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encode
             .. " its pages"):format(owner) })
         end
         Share.log("%s: pages %d-%d were left by a worker that stopped or failed; fetched here", owner, from, to)
-        local c, err = read_range(pages, normalize, encoder, from, to)
-        if not c then
+        local list, err = pages:map(page_chunk, from, to)
+        if not list then
           close()
           return nil, err
         end
-        theirs[from] = { text = c.text, n = c.n, to = to }
+        theirs[from] = { chunks = list, to = to }
       end
       pause = 0.002
     else
@@ -378,7 +374,7 @@ function Share.lead(q, it, owner, provider, pages, page_chunk, normalize, encode
       return nil, core.error({ kind = "http", message = ("pages %d-%d of %s were lost on the way back from"
         .. " another worker"):format(p, pages.last, owner) })
     end
-    chunks[#chunks + 1] = c
+    table.move(c.chunks, 1, #c.chunks, #chunks + 1, chunks)
     p = c.to + 1
   end
   return chunks
@@ -425,16 +421,25 @@ function Share.help(q, range, encoder)
     core.redis_eval(script("close", CLOSE), 2, q.keys.shares, range.meta, range.gen)
     return
   end
+  local page_chunk = Share.chunker(normalize, encoder)
   local held = claims[range.meta]
   local from, to = range.from, range.to
   while from do
     local key = from .. ":" .. to
-    local c = pages and read_range(pages, normalize, encoder, from, to)
+    -- The range's records, "count\nndjson", or "" when it failed.
+    local records, list = "", pages:map(page_chunk, from, to)
+    if list then
+      local texts, n = {}, 0
+      for i, c in ipairs(list) do
+        texts[i] = c.text
+        n = n + c.n
+      end
+      records = n .. "\n" .. table.concat(texts)
+    end
     -- While Redis is away the records wait here: the lead may still want them.
-    local r = eval_retrying("put", PUT, 1, range.meta, key, c and (c.n .. "\n" .. c.text) or "", lease_ms(q),
-      c and "1" or "0")
+    local r = eval_retrying("put", PUT, 1, range.meta, key, records, lease_ms(q), list and "1" or "0")
     held[key] = nil
-    if c and type(r) == "table" and r[1] ~= -1 then Share.pages_helped = Share.pages_helped + to - from + 1 end
+    if list and type(r) == "table" and r[1] ~= -1 then Share.pages_helped = Share.pages_helped + to - from + 1 end
     from, to = nil, nil
     if type(r) == "table" and r[1] > 0 then
       from, to = r[1], r[2]
