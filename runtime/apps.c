@@ -18,6 +18,7 @@
 #include "jwt.h"
 #include "lfleet.h"
 #include "log.h"
+#include "redact.h"
 #include "pool.h"
 
 #define JWT_MAX 2048       /* an RS256 JWT of an 8192-bit key fits */

@@ -15,6 +15,7 @@
 #include "credential_helper.h"
 #include "jwt.h"
 #include "log.h"
+#include "redact.h"
 #include "urlpath.h"
 
 #include <errno.h>

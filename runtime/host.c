@@ -15,6 +15,7 @@
 #include "http.h"
 #include "interrupt.h"
 #include "log.h"
+#include "redact.h"
 #include "lstate.h"
 #include "plugin.h"
 #include "pool.h"

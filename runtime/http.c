@@ -22,6 +22,7 @@
 #include "headers.h"
 #include "host.h"
 #include "log.h"
+#include "redact.h"
 #include "pool.h"
 #include "sched.h"
 #include "skew.h"

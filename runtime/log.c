@@ -1,22 +1,16 @@
 /* Levelled logging to stderr with secret redaction.
  *
- * Secrets are registered once by the token pool; every line is redacted
- * before it is written, so a secret cannot reach stderr even through a
- * message that quotes a server's response. */
+ * Every line is redacted (redact.c) before it is written, so a secret
+ * cannot reach stderr even through a message that quotes a server's
+ * response. */
 #include "log.h"
+#include "redact.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct secret {
-    char *bytes;
-    size_t len;
-};
-
 static int current_level = FLEET_LOG_INFO;
-static struct secret *secrets;
-static size_t nsecrets;
 static char progress_line[512]; /* shown at the bottom of stderr; "" if none */
 
 void fleet_log_set_level(int level) { current_level = level; }
@@ -56,57 +50,6 @@ void fleet_log_line(const char *line, size_t len)
     fwrite(copy, 1, len + 1, stderr);
     progress_draw();
     free(copy);
-}
-
-void fleet_log_add_secret(const char *secret, size_t len)
-{
-    /* Very short strings would redact ordinary text; real tokens are long. */
-    if (len < 4)
-        return;
-    for (size_t i = 0; i < nsecrets; i++)
-        if (secrets[i].len == len && memcmp(secrets[i].bytes, secret, len) == 0)
-            return;
-    struct secret *grown = realloc(secrets, (nsecrets + 1) * sizeof *secrets);
-    char *copy = malloc(len);
-    if (!grown || !copy) {
-        /* Out of memory: refuse to run rather than risk an unredacted line. */
-        fputs("gitfleet: error: out of memory\n", stderr);
-        exit(70);
-    }
-    memcpy(copy, secret, len);
-    secrets = grown;
-    secrets[nsecrets].bytes = copy;
-    secrets[nsecrets].len = len;
-    nsecrets++;
-}
-
-void fleet_log_forget_secrets(void)
-{
-    for (size_t i = 0; i < nsecrets; i++) {
-        explicit_bzero(secrets[i].bytes, secrets[i].len);
-        free(secrets[i].bytes);
-    }
-    free(secrets);
-    secrets = NULL;
-    nsecrets = 0;
-}
-
-size_t fleet_redact(char *buf, size_t len)
-{
-    size_t hits = 0;
-    for (size_t i = 0; i < nsecrets; i++) {
-        const struct secret *s = &secrets[i];
-        char *p = buf;
-        size_t left = len;
-        char *found;
-        while (left >= s->len && (found = memmem(p, left, s->bytes, s->len))) {
-            memset(found, '*', s->len);
-            hits++;
-            left -= (size_t)(found + s->len - p);
-            p = found + s->len;
-        }
-    }
-    return hits;
 }
 
 void fleet_vlog(int level, const char *fmt, va_list ap)

@@ -10,6 +10,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "redact.h"
 #include "pool_shared.h"
 
 struct fleet_pool {

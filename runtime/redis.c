@@ -13,6 +13,7 @@
 #include "config.h"
 #include "host.h"
 #include "log.h"
+#include "redact.h"
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_HANDSHAKE, CONN_UP };
 

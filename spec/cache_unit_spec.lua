@@ -60,7 +60,7 @@ describe("response cache (runtime/cache.c via spec/support/cache_probe)", functi
         local flags = gf.capture("pkg-config --cflags --libs sqlite3 zlib libdeflate 2>/dev/null")
         if flags == "" then flags = "-lsqlite3 -lz -ldeflate" end
         local r = gf.sh(("cc -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Iruntime -o %s spec/support/cache_probe.c "
-            .. "runtime/cache.c runtime/zpack.c runtime/sha256.c runtime/log.c %s"):format(gf.quote(probe), flags))
+            .. "runtime/cache.c runtime/zpack.c runtime/sha256.c runtime/log.c runtime/redact.c %s"):format(gf.quote(probe), flags))
         assert.are.equal(0, r.code, "cannot build the probe:\n" .. r.stderr)
     end)
 

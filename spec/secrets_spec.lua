@@ -3,6 +3,7 @@
 -- another host. Each spec tries to make one leak and fails if it does.
 local emulator = require("spec.support.emulator")
 local gf = require("spec.support.gitfleet")
+local recorder = require("spec.support.recorder")
 
 local GOOD = "ghp_SECRETgood0123456789abcdefghijklmnop"
 local BAD = "ghp_SECRETrevoked0123456789abcdefghijkl"
@@ -225,5 +226,54 @@ describe("secrets", function()
       local data = gf.slurp(dir .. "/" .. f)
       if data then clean(data, f) end
     end
+  end)
+  it("sent back by a server, in a body or a header, are redacted before Lua sees them, with 10,000 tokens", function()
+    -- 10,000 tokens of the same shape as GitHub's (one in use) and a
+    -- Bitbucket password sent as HTTP Basic: the echoes of each reach the
+    -- script starred, and the 20,002 secrets cost the run no pass apiece.
+    local rec = recorder.start()
+    local dir = gf.tmpdir()
+    local rng, alphabet = 12345, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    local tokens, lines = {}, { "providers:", "  github:", "    base_url: " .. rec.url, "    tokens:" }
+    for i = 1, 10000 do
+      local t = { "ghp_" }
+      for k = 2, 37 do
+        rng = (rng * 1103515245 + 12345) % 2147483648
+        local c = rng % 62 + 1
+        t[k] = alphabet:sub(c, c)
+      end
+      tokens[i] = table.concat(t)
+      -- one account: no lookup of 10,000 accounts before the run can end
+      lines[#lines + 1] = ("      - { label: t%d, token: %s, account: bot }"):format(i, tokens[i])
+    end
+    lines[#lines + 1] = "  bitbucket:"
+    lines[#lines + 1] = "    base_url: " .. rec.url
+    lines[#lines + 1] = ("    tokens: [ { label: bb, username: someone, token: %s } ]"):format(BB_PASS)
+    lines[#lines + 1] = "cache: { path: " .. dir .. "/cache.sqlite }"
+    local cfg = gf.write(dir .. "/gitfleet.yaml", table.concat(lines, "\n") .. "\n")
+    local r = gf.run_script([[
+      for _, how in ipairs({ { provider = "github", token = "t7777" }, { provider = "bitbucket" } }) do
+        local resp = assert(fleet.request("GET", "/_echo", how))
+        print(resp.data.authorization)
+        print(resp.data.message)
+        print(resp.headers["x-echo"])
+      end
+    ]], cfg)
+    rec:stop()
+    assert.are.equal(0, r.code, r.stderr)
+    local basic = "Basic " .. gf.capture("printf %s " .. gf.quote("someone:" .. BB_PASS) .. " | base64 -w0")
+    for _, text in ipairs({ r.stdout, r.stderr }) do
+      assert.is_nil(text:find(tokens[7777], 1, true), text)
+      assert.is_nil(text:find(basic:sub(7), 1, true), text)
+      assert_clean(text, "the output")
+    end
+    -- each echo arrived, starred: 3 for the token, 3 for the Basic form
+    local starred = select(2, r.stdout:gsub(("%*"):rep(36) .. "+", ""))
+    assert.are.equal(6, starred, r.stdout)
+    assert.matches("bad credentials: Bearer %*+!", r.stdout)
+    assert.matches("bad credentials: Basic %*+!", r.stdout)
+    local sent = rec:requests()
+    assert.are.equal(2, #sent)
+    assert.is_true(sent[1].authorization and sent[2].authorization)
   end)
 end)

@@ -8,8 +8,9 @@ Listens on 127.0.0.1 (an ephemeral port, written to PORT_FILE after its own
 pid and a space), appends one
 JSON line per request to LOG_FILE: {"method", "target" (the request target
 exactly as sent), "authorization" (whether the header came)}, and answers
-every request 200 with an empty JSON array. Exits on SIGTERM, or when
-PARENT_PID is gone.
+every request 200 with an empty JSON array; a request for /_echo... gets the
+Authorization header it sent back, in a JSON body and in an X-Echo header.
+Exits on SIGTERM, or when PARENT_PID is gone.
 """
 import json
 import os
@@ -35,8 +36,16 @@ class Handler(BaseHTTPRequestHandler):
         with open(self.server.log_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
         body = b"[]"
+        echo = None
+        if self.path.startswith("/_echo"):
+            # A server that echoes the credential it was sent, in its body
+            # and in a header, as some error pages do.
+            echo = self.headers.get("Authorization") or ""
+            body = json.dumps({"authorization": echo, "message": f"bad credentials: {echo}!"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        if echo is not None:
+            self.send_header("X-Echo", echo)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
