@@ -18,8 +18,8 @@
 #include "jwt.h"
 #include "lfleet.h"
 #include "log.h"
-#include "redact.h"
 #include "pool.h"
+#include "redact.h"
 
 #define JWT_MAX 2048       /* an RS256 JWT of an 8192-bit key fits */
 #define INSTALLATION_MAX 256 /* GitHub's installation tokens are about 40 bytes */

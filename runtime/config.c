@@ -16,6 +16,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "redact.h"
+#include "strmap.h"
 #include "urlpath.h"
 
 #include <errno.h>
@@ -1474,9 +1475,11 @@ static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const 
     snprintf(where, sizeof where, "in a token entry of providers.%s", pv->name);
     /* Labels of every entry, kept or skipped, so that whether a variable is
      * set never changes whether the file is valid. */
-    char **labels = xmalloc(list->nkids * sizeof *labels);
     const struct node **label_at = xmalloc(list->nkids * sizeof *label_at);
     size_t nlabels = 0;
+    /* label -> 1 + its index: a list of 10,000 tokens is checked for
+     * duplicate labels in one pass, not 50 million comparisons */
+    struct fleet_strmap seen = {0};
     int rc = 0;
     for (size_t i = 0; i < list->nkids && rc == 0; i++) {
         const struct node *item = list->kids[i];
@@ -1493,22 +1496,20 @@ static int load_tokens(struct loader *ld, struct fleet_provider_conf *pv, const 
             rc = -1;
             break;
         }
-        for (size_t j = 0; j < nlabels && rc == 0; j++)
-            if (strcmp(labels[j], label) == 0)
-                rc = fail(ld, label_at[nlabels],
-                          "duplicate token label in providers.%s (also used at %zu:%zu)", pv->name,
-                          label_at[j]->mark.line + 1, label_at[j]->mark.column + 1);
+        size_t first = (size_t)(uintptr_t)fleet_strmap_get(&seen, label, strlen(label));
+        if (first)
+            rc = fail(ld, label_at[nlabels],
+                      "duplicate token label in providers.%s (also used at %zu:%zu)", pv->name,
+                      label_at[first - 1]->mark.line + 1, label_at[first - 1]->mark.column + 1);
         if (rc) {
             free(label);
             break;
         }
-        labels[nlabels++] = xstrdup(label);
+        fleet_strmap_put(&seen, label, strlen(label), (void *)(uintptr_t)(++nlabels));
         rc = load_token(ld, pv, item, label);
     }
-    for (size_t j = 0; j < nlabels; j++)
-        free(labels[j]);
-    free(labels);
     free(label_at);
+    fleet_strmap_free(&seen);
     return rc;
 }
 

@@ -10,8 +10,9 @@
 
 #include "host.h"
 #include "log.h"
-#include "redact.h"
 #include "pool_shared.h"
+#include "redact.h"
+#include "strmap.h"
 
 struct fleet_pool {
     struct fleet_host *host;
@@ -19,6 +20,9 @@ struct fleet_pool {
     int ntokens;
     int capacity; /* ntokens plus room for Apps' tokens (never reallocated: tokens are held by pointer) */
     struct fleet_budget *budgets;
+    /* Lookups that must not grow with the number of tokens: a token by
+     * provider and label, a budget by its key (budget_key). */
+    struct fleet_strmap tokens_by_label, budgets_by_key;
     char *secret_arena; /* locked, excluded from core dumps */
     size_t arena_size;
 };
@@ -31,6 +35,35 @@ static char *xstrdup(const char *s)
         exit(70);
     }
     return d;
+}
+
+/* Joins the parts, each followed by a NUL, into one key; *len its length.
+ * The caller frees it. */
+static char *join_key(const char *const *parts, int n, size_t *len)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += strlen(parts[i]) + 1;
+    char *key = malloc(total), *p = key;
+    if (!key) {
+        fleet_log(FLEET_LOG_ERROR, "out of memory");
+        exit(70);
+    }
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(parts[i]) + 1;
+        memcpy(p, parts[i], l);
+        p += l;
+    }
+    *len = total;
+    return key;
+}
+
+static void index_token(struct fleet_pool *pool, struct fleet_token *t)
+{
+    size_t len;
+    char *key = join_key((const char *const[]){t->provider->name, t->label}, 2, &len);
+    fleet_strmap_put(&pool->tokens_by_label, key, len, t);
+    free(key);
 }
 
 static void register_basic_secret(const char *user, const char *secret, size_t len)
@@ -91,6 +124,7 @@ struct fleet_token *fleet_pool_add_token(struct fleet_pool *pool, struct fleet_p
     t->account_lookup = true;
     t->cap = pool->host->cfg.http.per_token_concurrency;
     t->cwnd = t->cap < 2 ? t->cap : 2;
+    index_token(pool, t);
     return t;
 }
 
@@ -142,6 +176,7 @@ struct fleet_pool *fleet_pool_new(struct fleet_host *host, char *err, size_t err
             t->cwnd = 1; /* until the first response says the token works */
             if (!ntok) {
                 t->label = xstrdup("anonymous");
+                index_token(pool, t);
                 continue;
             }
             const struct fleet_token_conf *tc = &pc->tokens[j];
@@ -151,6 +186,7 @@ struct fleet_pool *fleet_pool_new(struct fleet_host *host, char *err, size_t err
             t->secret_len = len;
             used += len + 1;
             t->label = xstrdup(tc->label);
+            index_token(pool, t);
             t->username = xstrdup(tc->username);
             if (tc->account) {
                 t->account = xstrdup(tc->account);
@@ -182,6 +218,8 @@ void fleet_pool_free(struct fleet_pool *pool)
             free(t->budgets[j].resource);
         free(t->budgets);
     }
+    fleet_strmap_free(&pool->tokens_by_label);
+    fleet_strmap_free(&pool->budgets_by_key);
     for (struct fleet_budget *b = pool->budgets, *next; b; b = next) {
         next = b->next;
         free(b->origin);
@@ -204,13 +242,12 @@ struct fleet_token *fleet_pool_at(struct fleet_pool *pool, int i) { return &pool
 
 struct fleet_token *fleet_pool_find(struct fleet_pool *pool, struct fleet_provider *p, const char *label)
 {
-    for (int i = 0; i < pool->ntokens; i++)
-        if (pool->tokens[i].provider == p && strcmp(pool->tokens[i].label, label) == 0)
-            return &pool->tokens[i];
-    return NULL;
+    size_t len;
+    char *key = join_key((const char *const[]){p->name, label}, 2, &len);
+    struct fleet_token *t = fleet_strmap_get(&pool->tokens_by_label, key, len);
+    free(key);
+    return t;
 }
-
-static bool same(const char *a, const char *b) { return a == b || (a && b && strcmp(a, b) == 0); }
 
 /* The shared budget for (origin, account, resource) where the provider
  * counts per account, else the token's own. */
@@ -218,13 +255,23 @@ static struct fleet_budget *budget_for(struct fleet_pool *pool, struct fleet_tok
 {
     const char *origin = t->provider->origin;
     const char *account = t->provider->budget_per_account ? t->account : NULL;
-    for (struct fleet_budget *b = pool->budgets; b; b = b->next) {
-        if (!same(b->origin, origin) || !same(b->resource, resource))
-            continue;
-        if (account ? same(b->account, account) : (!b->account && same(b->owner_label, t->label)))
-            return b;
+    /* "a" + account for an account's budget, "t" + label for one token's */
+    size_t whose_len = strlen(account ? account : t->label) + 2;
+    char *whose = malloc(whose_len);
+    if (!whose) {
+        fleet_log(FLEET_LOG_ERROR, "out of memory");
+        exit(70);
     }
-    struct fleet_budget *b = calloc(1, sizeof *b);
+    snprintf(whose, whose_len, "%s%s", account ? "a" : "t", account ? account : t->label);
+    size_t len;
+    char *key = join_key((const char *const[]){origin, whose, resource}, 3, &len);
+    free(whose);
+    struct fleet_budget *b = fleet_strmap_get(&pool->budgets_by_key, key, len);
+    if (b) {
+        free(key);
+        return b;
+    }
+    b = calloc(1, sizeof *b);
     if (!b) {
         fleet_log(FLEET_LOG_ERROR, "out of memory");
         exit(70);
@@ -236,6 +283,8 @@ static struct fleet_budget *budget_for(struct fleet_pool *pool, struct fleet_tok
     b->limit = b->remaining = b->used = -1;
     b->next = pool->budgets;
     pool->budgets = b;
+    fleet_strmap_put(&pool->budgets_by_key, key, len, b);
+    free(key);
     return b;
 }
 
