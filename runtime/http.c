@@ -10,6 +10,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,8 @@
 #include "headers.h"
 #include "host.h"
 #include "log.h"
-#include "redact.h"
 #include "pool.h"
+#include "redact.h"
 #include "sched.h"
 #include "skew.h"
 #include "transport.h"
@@ -64,14 +65,29 @@ struct fleet_request {
     struct fleet_response resp;
     struct fleet_task **waiters;
     int nwaiters, capwaiters;
+
+    bool twin_indexed; /* in the twin index, under twin_hash */
+    uint64_t twin_hash;
+    struct fleet_request *twin_next;
+};
+
+/* The cacheable requests pending or in flight, by a hash of provider,
+ * pinned token and URL, so that a new request finds the identical one it
+ * can share (find_twin) without walking both lists: with 10,000 requests
+ * queued, walking made submitting them quadratic. */
+struct twin_index {
+    struct fleet_request **buckets; /* chained through twin_next */
+    size_t nbuckets, count;         /* nbuckets: 0 or a power of two */
 };
 
 struct fleet_list {
     struct fleet_request *head, *tail;
     int count;
+    struct twin_index *twins; /* where its cacheable requests are indexed */
 };
 
 struct fleet_http {
+    struct twin_index twins;
     struct fleet_list pending, inflight;
     CURL **idle; /* easy handles kept for reuse */
     int nidle, capidle;
@@ -79,6 +95,53 @@ struct fleet_http {
     double away; /* the last poll's time away: from the read before it to its call */
     double stall_check; /* when fleet_http_watch_stalls looks next */
 };
+
+static uint64_t twin_hash(const struct fleet_request *r)
+{
+    uint64_t h = 14695981039346656037u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)r->url; *p; p++)
+        h = (h ^ *p) * 1099511628211u;
+    h ^= (uint64_t)(uintptr_t)r->provider * 0x9E3779B97F4A7C15ull;
+    h ^= (uint64_t)(uintptr_t)r->pinned * 0xC2B2AE3D27D4EB4Full;
+    return h;
+}
+
+static void twin_add(struct twin_index *x, struct fleet_request *r)
+{
+    if (x->count >= x->nbuckets) {
+        size_t n = x->nbuckets ? 2 * x->nbuckets : 64;
+        struct fleet_request **b = calloc(n, sizeof *b);
+        if (!b)
+            return; /* not indexed: the request is only not shared */
+        for (size_t i = 0; i < x->nbuckets; i++)
+            for (struct fleet_request *o = x->buckets[i], *next; o; o = next) {
+                next = o->twin_next;
+                o->twin_next = b[o->twin_hash & (n - 1)];
+                b[o->twin_hash & (n - 1)] = o;
+            }
+        free(x->buckets);
+        x->buckets = b;
+        x->nbuckets = n;
+    }
+    r->twin_hash = twin_hash(r); /* the URL changes on a redirect */
+    struct fleet_request **head = &x->buckets[r->twin_hash & (x->nbuckets - 1)];
+    r->twin_next = *head;
+    *head = r;
+    r->twin_indexed = true;
+    x->count++;
+}
+
+static void twin_remove(struct twin_index *x, struct fleet_request *r)
+{
+    for (struct fleet_request **p = &x->buckets[r->twin_hash & (x->nbuckets - 1)]; *p; p = &(*p)->twin_next)
+        if (*p == r) {
+            *p = r->twin_next;
+            break;
+        }
+    r->twin_next = NULL;
+    r->twin_indexed = false;
+    x->count--;
+}
 
 static void list_remove(struct fleet_list *l, struct fleet_request *r)
 {
@@ -92,6 +155,8 @@ static void list_remove(struct fleet_list *l, struct fleet_request *r)
         l->tail = r->prev;
     r->prev = r->next = NULL;
     l->count--;
+    if (r->twin_indexed)
+        twin_remove(l->twins, r);
 }
 
 static void list_push_back(struct fleet_list *l, struct fleet_request *r)
@@ -104,6 +169,8 @@ static void list_push_back(struct fleet_list *l, struct fleet_request *r)
         l->head = r;
     l->tail = r;
     l->count++;
+    if (r->cacheable)
+        twin_add(l->twins, r);
 }
 
 static void list_push_front(struct fleet_list *l, struct fleet_request *r)
@@ -116,12 +183,17 @@ static void list_push_front(struct fleet_list *l, struct fleet_request *r)
         l->tail = r;
     l->head = r;
     l->count++;
+    if (r->cacheable)
+        twin_add(l->twins, r);
 }
 
 struct fleet_http *fleet_http_new(struct fleet_host *host)
 {
     (void)host;
-    return calloc(1, sizeof(struct fleet_http));
+    struct fleet_http *h = calloc(1, sizeof *h);
+    if (h)
+        h->pending.twins = h->inflight.twins = &h->twins;
+    return h;
 }
 
 int fleet_http_in_flight(struct fleet_host *host) { return host->http->inflight.count; }
@@ -182,12 +254,13 @@ static bool same_headers(char **a, char **b)
 /* An identical cacheable GET already queued or in flight, to share. */
 static struct fleet_request *find_twin(struct fleet_http *h, const struct fleet_request *r)
 {
-    struct fleet_list *lists[] = {&h->inflight, &h->pending};
-    for (int i = 0; i < 2; i++)
-        for (struct fleet_request *o = lists[i]->head; o; o = o->next)
-            if (o->cacheable && o->provider == r->provider && o->pinned == r->pinned &&
-                strcmp(o->url, r->url) == 0 && same_headers(o->headers, r->headers))
-                return o;
+    if (!h->twins.nbuckets)
+        return NULL;
+    uint64_t hash = twin_hash(r);
+    for (struct fleet_request *o = h->twins.buckets[hash & (h->twins.nbuckets - 1)]; o; o = o->twin_next)
+        if (o->twin_hash == hash && o->cacheable && o->provider == r->provider && o->pinned == r->pinned &&
+            strcmp(o->url, r->url) == 0 && same_headers(o->headers, r->headers))
+            return o;
     return NULL;
 }
 
@@ -935,5 +1008,6 @@ void fleet_http_free(struct fleet_http *h)
     for (int i = 0; i < h->nidle; i++)
         curl_easy_cleanup(h->idle[i]);
     free(h->idle);
+    free(h->twins.buckets);
     free(h);
 }

@@ -155,6 +155,19 @@ describe("config check #valgrind", function()
             assert_fixture_error("duplicate_label.yaml", 6, 18, "duplicate token label in providers.github",
                 "also used at 4:18")
         end)
+
+        it("a duplicate label among 10,000 tokens is reported at the second, with the first's place", function()
+            local lines = { "providers:", "  github:", "    tokens:" }
+            for i = 1, 10000 do
+                lines[#lines + 1] = ("      - { label: t%d, token: ghp_%036d }"):format(i, i)
+            end
+            lines[#lines + 1] = "      - { label: t4321, token: ghp_again }"
+            local path = gf.write(gf.tmpdir() .. "/many.yaml", table.concat(lines, "\n") .. "\n")
+            local r = gf.run({ "--config", path, "config", "check" })
+            assert.are.equal(2, r.code, r.stderr)
+            assert.matches("many.yaml:10004:18: duplicate token label in providers.github %(also used at 4324:18%)",
+                r.stderr)
+        end)
     end)
 
     describe("accepts", function()

@@ -93,6 +93,39 @@ describe("fleet.map", function()
   end)
 end)
 
+describe("10,000 requests queued at once", function()
+  after_each(function()
+    emulator.stop_all()
+    gf.cleanup()
+  end)
+
+  it("each get their answer; the 5,001 identical ones share one request", function()
+    local token = "ghp_QUEUEDaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 5 } },
+      tokens = { { token = token, provider = "github", account = "queued" } } } })
+    local cfg = gf.config({ providers = { github = { base_url = emu.url, tokens = { { label = "t", token = token } } } } })
+    local started = socket.gettime()
+    local r = gf.run_script([[
+      local tasks = {}
+      for i = 1, 10000 do
+        local page = i % 2 == 0 and 1 or i
+        tasks[i] = fleet.spawn(function()
+          local resp = assert(fleet.request("GET", "/orgs/acme/repos", { query = { page = page } }))
+          return resp.status == 200 and #resp.data == (page == 1 and 5 or 0)
+        end)
+      end
+      local ok = 0
+      for _, t in ipairs(tasks) do if t:wait() then ok = ok + 1 end end
+      print(ok)
+    ]], cfg, { timeout = 300 })
+    figure("10,000 requests queued at once: exit %s in %.2f s", tostring(r.code), socket.gettime() - started)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("10000\n", r.stdout)
+    -- page 1 once (asked by 5,001 tasks), and 4,999 other pages
+    assert.are.equal(5000, emu:stats().requests)
+  end)
+end)
+
 describe("5,000 owners", function()
   local emu, config, owners, expected, expected_total
 
