@@ -32,7 +32,20 @@ static int l_spawn(lua_State *L)
     struct task_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     luaL_setmetatable(L, TASK_HANDLE);
     lua_insert(L, 1); /* [handle, fn, args...] */
+    struct fleet_task *parent = fleet_sched_current(host->sched, L);
     h->t = fleet_sched_spawn(host->sched, L, nargs, false);
+    if (parent && parent->background) /* what background work starts is background too */
+        fleet_sched_set_background(host->sched, h->t);
+    return 1;
+}
+
+/* fleet.core.spawn_background(fn, ...) -> handle: a task the run does not
+ * wait for, whose requests go after everyone else's (account lookups). */
+static int l_spawn_background(lua_State *L)
+{
+    l_spawn(L);
+    struct task_handle *h = lua_touserdata(L, -1);
+    fleet_sched_set_background(fleet_host_from(L)->sched, h->t);
     return 1;
 }
 
@@ -227,7 +240,8 @@ void fleet_task_register(lua_State *L)
         {"__gc", l_handle_gc}, {"__tostring", l_handle_tostring}, {NULL, NULL},
     };
     static const luaL_Reg funcs[] = {
-        {"spawn", l_spawn}, {"sleep", l_sleep}, {"in_task", l_in_task}, {"now", l_now},
+        {"spawn", l_spawn},     {"spawn_background", l_spawn_background},
+        {"sleep", l_sleep},     {"in_task", l_in_task}, {"now", l_now},
         {"condition", l_condition}, {NULL, NULL},
     };
     static const luaL_Reg condition_methods[] = {

@@ -29,6 +29,10 @@
 
 volatile sig_atomic_t fleet_signal_received;
 
+/* How long a run whose own work is done waits for background requests
+ * already in flight (see fleet_sched_run). */
+#define DRAIN_GRACE 2.0
+
 struct fleet_sched {
     struct fleet_host *host;
     CURLM *multi;
@@ -39,6 +43,9 @@ struct fleet_sched {
     struct fleet_task *main;
     long next_id;
     int live;               /* tasks not yet done */
+    int live_background;    /* of them, background ones: the run does not wait for these */
+    bool draining;          /* only background tasks are left: nothing new is sent */
+    double drain_deadline;
     int stop_signal;        /* set once a stop was requested */
     bool stop_quietly;      /* fleet_sched_abandon: stop now, say nothing */
     double stop_deadline;   /* in-flight work is abandoned after this */
@@ -208,6 +215,14 @@ void fleet_sched_wake(struct fleet_sched *s, struct fleet_task *t)
     else
         s->ready_head = t;
     s->ready_tail = t;
+}
+
+void fleet_sched_set_background(struct fleet_sched *s, struct fleet_task *t)
+{
+    if (t->background || t->state == TASK_DONE)
+        return;
+    t->background = true;
+    s->live_background++;
 }
 
 struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int nargs, bool is_main)
@@ -396,6 +411,8 @@ static void finish_task(struct fleet_sched *s, struct fleet_task *t, int status,
     }
     t->state = TASK_DONE;
     s->live--;
+    if (t->background)
+        s->live_background--;
     /* The coroutine is no longer needed: let it be collected. */
     if (t->co_ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
@@ -513,6 +530,8 @@ static void abandon_all(struct fleet_sched *s)
         t->cancelled = true;
         t->state = TASK_DONE;
         s->live--;
+        if (t->background)
+            s->live_background--;
     }
     s->ready_head = s->ready_tail = NULL;
     /* Blocking work under way ends now; its tasks are not resumed. */
@@ -533,8 +552,20 @@ int fleet_sched_run(struct fleet_sched *s)
             abandon_all(s);
             break;
         }
+        if (s->live == s->live_background && !s->draining) {
+            /* Only background work is left (account lookups): the run
+             * ends without it. What it has in flight may land for a
+             * moment, so that the answer is kept and no request is
+             * spent for nothing; nothing new is sent. */
+            s->draining = true;
+            s->drain_deadline = now + DRAIN_GRACE;
+        }
+        if (s->draining && (now >= s->drain_deadline || !fleet_http_in_flight(s->host))) {
+            abandon_all(s);
+            break;
+        }
         wake_sleepers(s, now);
-        double wake = s->stop_signal ? INFINITY : fleet_http_dispatch(s->host, now);
+        double wake = s->stop_signal || s->draining ? INFINITY : fleet_http_dispatch(s->host, now);
         if (s->ready_head)
             continue;
         if (s->live == 0)
@@ -554,6 +585,8 @@ int fleet_sched_run(struct fleet_sched *s)
             wake = s->heap[0]->wake_at;
         if (s->stop_signal && s->stop_deadline < wake)
             wake = s->stop_deadline;
+        if (s->draining && s->drain_deadline < wake)
+            wake = s->drain_deadline;
         struct fleet_redis *redis = s->host->shared ? fleet_shared_redis(s->host->shared) : NULL;
         if (redis)
             wake = fmin(wake, fleet_shared_turn(s->host->shared, now));

@@ -42,6 +42,7 @@ struct fleet_task {
     bool handle_alive;       /* a Lua handle still refers to the task */
     bool is_main;
     bool cancelled;
+    bool background;         /* the run does not wait for it; its requests go last */
 };
 
 struct fleet_sched *fleet_sched_new(struct fleet_host *host, char *err, size_t errlen);
@@ -52,6 +53,11 @@ CURLM *fleet_sched_multi(struct fleet_sched *s);
 /* Makes a task of the function at the top of L's stack, below nargs
  * arguments; pops them. The task runs when the loop next runs tasks. */
 struct fleet_task *fleet_sched_spawn(struct fleet_sched *s, lua_State *L, int nargs, bool is_main);
+
+/* Makes t a background task: the run ends when only such tasks are left
+ * (they are dropped then), and their requests are sent only where others
+ * leave room (http.c). */
+void fleet_sched_set_background(struct fleet_sched *s, struct fleet_task *t);
 
 /* Runs until every task is done or the run is interrupted. Returns 0, or
  * the signal number that interrupted it. */

@@ -76,4 +76,28 @@ describe("account lookups", function()
     assert.are.equal(0, fetch(cfg, { { name = "small" } }, { "--no-cache" }).code)
     assert.are.equal(2, emu:stats().by_path_kind.auth_user)
   end)
+
+  it("with 10,000 tokens do not hold the run: four at a time in the background, the rest left to later runs", function()
+    local toks, conf = {}, {}
+    for i = 1, 10000 do
+      toks[i] = { token = ("ghp_MANY%032d"):format(i), provider = "github", account = "acct-" .. (i % 7) }
+      conf[i] = { label = "t" .. i, token = toks[i].token }
+    end
+    local emu = emulator.start({ scenario = { owners = { { name = "small", kind = "org", repos = 5 } },
+      tokens = toks } })
+    local cfg = gf.config({ providers = { github = { base_url = emu.url, tokens = conf } } })
+    for run = 1, 2 do
+      local r = fetch(cfg, { { name = "small" } }, { "--format", "ndjson" })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal(5, select(2, r.stdout:gsub("\n", "")))
+      -- the run's own page, and the lookups made four at a time while it
+      -- went on (those in flight at its end answered, and kept): a few,
+      -- not 10,000
+      local s = emu:stats()
+      local asked = s.by_path_kind.auth_user or 0
+      assert.is_true(asked >= 1 and asked <= 500, ("run %d: %s"):format(run, cjson.encode(s.by_path_kind)))
+      assert.are.equal(0, s.by_status["401"] or 0)
+      emu:reset()
+    end
+  end)
 end)

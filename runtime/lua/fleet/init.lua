@@ -93,20 +93,19 @@ end
 -- a conditional request (a 304, which GitHub does not count).
 local ACCOUNT_FRESH = 86400
 
-local function learn_account(api, label)
-  local known = core.recall_account(api.name, label, ACCOUNT_FRESH)
-  if known then
-    core.set_account(api.name, label, known)
-    return
+-- Lookups run in a few background tasks, which take the tokens in turn:
+-- with 10,000 tokens, 10,000 lookups queued at once would hold back every
+-- request of the run behind them. The run does not wait for them either;
+-- what one has not looked up yet is looked up by a later run.
+local LOOKUPS_AT_ONCE = 4
+
+local function look_up(api, label)
+  -- a plugin that cannot tell leaves the token on a budget of its own
+  local ok, account = pcall(account_of, api:with_token(label))
+  if ok and type(account) == "string" then
+    core.set_account(api.name, label, account)
+    core.remember_account(api.name, label, account)
   end
-  core.spawn(function()
-    -- a plugin that cannot tell leaves the token on a budget of its own
-    local ok, account = pcall(account_of, api:with_token(label))
-    if ok and type(account) == "string" then
-      core.set_account(api.name, label, account)
-      core.remember_account(api.name, label, account)
-    end
-  end)
 end
 
 local function learn_accounts(api)
@@ -116,8 +115,21 @@ local function learn_accounts(api)
   local tokens = {}
   for _, t in ipairs(core.tokens(api.name)) do if t.kind == "token" then tokens[#tokens + 1] = t end end
   if #tokens < 2 then return end
+  local todo = {}
   for _, t in ipairs(tokens) do
-    if core.begin_account_lookup(api.name, t.label) then learn_account(api, t.label) end
+    if core.begin_account_lookup(api.name, t.label) then
+      local known = core.recall_account(api.name, t.label, ACCOUNT_FRESH)
+      if known then core.set_account(api.name, t.label, known) else todo[#todo + 1] = t.label end
+    end
+  end
+  local next_one = 0
+  for _ = 1, math.min(LOOKUPS_AT_ONCE, #todo) do
+    core.spawn_background(function()
+      while next_one < #todo do
+        next_one = next_one + 1
+        look_up(api, todo[next_one])
+      end
+    end)
   end
 end
 
