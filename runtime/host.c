@@ -14,6 +14,7 @@
 #include "cache.h"
 #include "http.h"
 #include "interrupt.h"
+#include "lfleet.h"
 #include "log.h"
 #include "lstate.h"
 #include "plugin.h"
@@ -115,7 +116,11 @@ void fleet_host_free(struct fleet_host *host)
     fleet_background_free(host->background);
     fleet_http_free(host->http);
     fleet_cache_close(host->cache);
+    /* What the loop's connection still had to send lands first, so that
+     * the commands run at exit see it. */
     fleet_shared_free(host->shared);
+    host->shared = NULL;
+    fleet_redis_run_at_exit(host);
     fleet_skew_free(host->skew);
     fleet_apps_free(host->apps);
     fleet_pool_free(host->pool);

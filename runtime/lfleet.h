@@ -6,6 +6,8 @@
 
 #include <lua.h>
 
+struct fleet_host;
+
 int luaopen_fleet_core(lua_State *L);
 
 void fleet_task_register(lua_State *L);   /* ltask.c: spawn, sleep, handles */
@@ -16,6 +18,8 @@ void fleet_output_register(lua_State *L); /* loutput.c: writers */
 void fleet_cache_register(lua_State *L);  /* lcache.c: cache stats and clear */
 void fleet_files_register(lua_State *L);  /* lfiles.c: mkdir */
 void fleet_redis_register(lua_State *L);  /* lredis.c: Redis commands and scripts (shared:) */
+/* lredis.c: sends the commands Lua registered with fleet.core.redis_at_exit. */
+void fleet_redis_run_at_exit(struct fleet_host *host);
 void fleet_apps_register(lua_State *L);   /* apps.c: GitHub Apps' JWTs and installation tokens */
 
 /* Pushes a structured error {kind=, message=, ...} with its metatable. */

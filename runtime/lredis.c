@@ -12,6 +12,7 @@
 
 #include "host.h"
 #include "lfleet.h"
+#include "log.h"
 #include "lstate.h"
 #include "pool_shared.h"
 #include "redis.h"
@@ -282,6 +283,102 @@ static int l_redis_info(lua_State *L)
     return 1;
 }
 
+/* Commands Lua asked to have sent when this process ends, by name: the
+ * work queue's give-back of the items it still holds, so that other
+ * workers take them at once rather than after shared.lease. */
+struct at_exit {
+    char *name, *what;
+    int argc;
+    char **argv;
+    size_t *lens;
+    struct at_exit *next;
+};
+static struct at_exit *at_exit_list;
+
+static void at_exit_free(struct at_exit *e)
+{
+    for (int i = 0; i < e->argc; i++)
+        free(e->argv[i]);
+    free(e->argv);
+    free(e->lens);
+    free(e->name);
+    free(e->what);
+    free(e);
+}
+
+static void at_exit_remove(const char *name)
+{
+    for (struct at_exit **p = &at_exit_list; *p; p = &(*p)->next)
+        if (strcmp((*p)->name, name) == 0) {
+            struct at_exit *e = *p;
+            *p = e->next;
+            at_exit_free(e);
+            return;
+        }
+}
+
+/* fleet.core.redis_at_exit(name, what, source, numkeys, key..., arg...):
+ * the script to run (EVAL) when this process ends, replacing the one
+ * registered under name; (name) alone removes it. `what` names what the
+ * script's integer reply counts, for the log line. */
+static int l_redis_at_exit(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    at_exit_remove(name);
+    if (lua_isnoneornil(L, 2))
+        return 0;
+    const char *what = luaL_checkstring(L, 2);
+    luaL_checkstring(L, 3);
+    luaL_checkinteger(L, 4);
+    int argc = lua_gettop(L) - 2 + 1; /* "EVAL", source, numkeys, keys and args */
+    if (argc > MAX_ARGS)
+        return luaL_error(L, "too many arguments for Redis (%d)", argc);
+    struct at_exit *e = calloc(1, sizeof *e);
+    if (!e || !(e->argv = calloc((size_t)argc, sizeof *e->argv)) || !(e->lens = calloc((size_t)argc, sizeof *e->lens)))
+        goto oom;
+    e->argc = argc;
+    if (!(e->name = strdup(name)) || !(e->what = strdup(what)) || !(e->argv[0] = strdup("EVAL")))
+        goto oom;
+    e->lens[0] = 4;
+    for (int i = 1; i < argc; i++) {
+        size_t len;
+        const char *v = luaL_tolstring(L, i + 2, &len);
+        if (!(e->argv[i] = malloc(len + 1)))
+            goto oom;
+        memcpy(e->argv[i], v, len + 1);
+        e->lens[i] = len;
+        lua_pop(L, 1);
+    }
+    e->next = at_exit_list;
+    at_exit_list = e;
+    return 0;
+oom:
+    if (e)
+        at_exit_free(e);
+    return luaL_error(L, "out of memory");
+}
+
+void fleet_redis_run_at_exit(struct fleet_host *host)
+{
+    while (at_exit_list) {
+        struct at_exit *e = at_exit_list;
+        at_exit_list = e->next;
+        char why[256] = "";
+        bool redis = host->cfg.shared.enabled;
+        redisReply *reply = redis ? fleet_redis_call_once(&host->cfg.shared, 2.0, e->argc, (const char **)e->argv,
+                                                          e->lens, why, sizeof why)
+                                  : NULL;
+        if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+            fleet_log(FLEET_LOG_INFO, "%lld %s", reply->integer, e->what);
+        else if (reply && reply->type == REDIS_REPLY_ERROR)
+            fleet_log(FLEET_LOG_WARN, "%s: not done: %.200s", e->what, reply->str);
+        else if (!reply && redis)
+            fleet_log(FLEET_LOG_WARN, "%s: not done: %s", e->what, why);
+        freeReplyObject(reply);
+        at_exit_free(e);
+    }
+}
+
 void fleet_redis_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -289,6 +386,7 @@ void fleet_redis_register(lua_State *L)
         {"redis_script", l_redis_script},
         {"redis_eval", l_redis_eval},
         {"redis_info", l_redis_info},
+        {"redis_at_exit", l_redis_at_exit},
         {NULL, NULL},
     };
     lua_pushvalue(L, lua_upvalueindex(1));

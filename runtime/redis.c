@@ -476,3 +476,44 @@ void fleet_redis_free(struct fleet_redis *r)
     }
     free(r);
 }
+
+redisReply *fleet_redis_call_once(const struct fleet_shared_conf *c, double timeout, int argc, const char **argv,
+                                  const size_t *lens, char *why, size_t whylen)
+{
+    struct timeval tv = {(time_t)timeout, (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
+    redisContext *rc = c->socket ? redisConnectUnixWithTimeout(c->socket, tv)
+                                 : redisConnectWithTimeout(c->host, c->port, tv);
+    if (!rc || rc->err) {
+        snprintf(why, whylen, "%s", rc ? rc->errstr : "out of memory");
+        redisFree(rc);
+        return NULL;
+    }
+    redisSetTimeout(rc, tv);
+    char db[16];
+    snprintf(db, sizeof db, "%d", c->db);
+    const char *auth[] = {"AUTH", c->password}, *select[] = {"SELECT", db};
+    const char *const *steps[] = {c->password ? auth : NULL, c->db ? select : NULL};
+    redisReply *reply = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (!steps[i])
+            continue;
+        reply = redisCommandArgv(rc, 2, (const char **)steps[i], NULL);
+        bool failed = !reply || reply->type == REDIS_REPLY_ERROR;
+        if (failed) {
+            snprintf(why, whylen, "%s failed: %s", steps[i][0],
+                     reply ? reply->str : rc->errstr);
+            fleet_redact(why, strlen(why));
+        }
+        freeReplyObject(reply);
+        reply = NULL;
+        if (failed) {
+            redisFree(rc);
+            return NULL;
+        }
+    }
+    reply = redisCommandArgv(rc, argc, argv, lens);
+    if (!reply)
+        snprintf(why, whylen, "%s", rc->errstr);
+    redisFree(rc);
+    return reply;
+}

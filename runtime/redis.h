@@ -75,4 +75,11 @@ double fleet_redis_tick(struct fleet_redis *r, double now);
  * seconds: for the end of a run, after the loop has stopped. */
 void fleet_redis_drain(struct fleet_redis *r, double timeout);
 
+/* One command on a connection of its own, waiting at most `timeout`
+ * seconds for each step: for the end of a run, after the loop has stopped,
+ * when the loop's connection may be held by a blocking command or gone.
+ * The reply (free it with freeReplyObject), or NULL with one line in why. */
+redisReply *fleet_redis_call_once(const struct fleet_shared_conf *c, double timeout, int argc, const char **argv,
+                                  const size_t *lens, char *why, size_t whylen);
+
 #endif

@@ -165,6 +165,41 @@ describe("the shared work queue", function()
     assert.is_true(socket.gettime() - killed_at < 3 + 20)
   end)
 
+  it("gives back the owners a worker holds when SIGTERM stops it: the next worker takes them at once", function()
+    -- a lease far longer than the spec may take: owners left for it would
+    -- time the spec out
+    emu:configure({ latency = 0.3 })
+    local cfg = config({ shared = { url = r.url, lease = 600 } })
+    local list = owners(12)
+    assert.equals(0, push(cfg, "term", list).code)
+    local dir = gf.tmpdir()
+    local first = start_worker(cfg, "term", dir, { "-j", "4" })
+    local stream = "gitfleet:queue:term:stream"
+    local deadline = socket.gettime() + 20
+    while socket.gettime() < deadline and (tonumber(r:cli("XPENDING", stream, "workers"):match("^%d+")) or 0) == 0 do
+      socket.sleep(0.02)
+    end
+    os.execute("kill -TERM " .. first.pid)
+    wait_all({ first }, 30)
+    assert.matches("item%(s%) held here given back to queue term, for others to take now", first.stderr)
+    local given = tonumber(first.stderr:match("(%d+) item%(s%) held here given back"))
+    assert.is_true(given >= 1 and given <= 4, first.stderr)
+    -- each is idle for the whole lease already: the next take claims it
+    local idle = r:cli("XPENDING", stream, "workers", "IDLE", "600000", "-", "+", "100")
+    assert.equals(given, select(2, idle:gsub("%d+%-%d+", "")), idle)
+    local second = start_worker(cfg, "term", dir)
+    wait_all({ second }, 60)
+    assert.matches("taken over from a worker that stopped", second.stderr)
+    local n, dup, files = collect(dir)
+    assert.equals(12, #files)
+    assert.equals(expected(list), n)
+    assert.equals(0, dup)
+    -- a give-back is not a failed attempt
+    assert.equals("", r:cli("HGETALL", "gitfleet:queue:term:failed"))
+    local status = gf.run({ "--config", cfg, "queue", "status", "--queue", "term" })
+    assert.matches("0 waiting, 0 in progress, 12 done, 0 parked", status.stdout, 1, true)
+  end)
+
   it("pauses workers while Redis restarts and finishes without loss or duplicate", function()
     local rr = redis.start({ appendonly = true })
     local cfg = config({ shared = { url = rr.url, lease = 3 } })
@@ -347,6 +382,34 @@ describe("the shared work queue", function()
     local world = emu:world().owners
     local function n(o) return world[o].kind == "org" and world[o].repos or world[o].public end
     assert.equals(("own-0001=%d own-0002=%d\t2\t0\nfalse\ttrue\n"):format(n("own-0001"), n("own-0002")), run.stdout)
+  end)
+
+  it("gives back at a script's end what it took and did not acknowledge, and acknowledges what it finished", function()
+    local cfg = config({ shared = { url = r.url, lease = 600 } })
+    local run = gf.run_script([[
+      local q = fleet.queue("leftover")
+      assert(q:push({ "own-0001", "own-0002", "own-0003" }) == 3)
+      local items = assert(q:take(3))
+      assert(#items == 3)
+      assert(q:ack(items[1]) == 1)
+      q:finished(items[2]) -- its acknowledgement was to come later
+    ]], cfg)
+    assert.equals(0, run.code, run.stderr)
+    assert.matches("1 item(s) held here given back to queue leftover, for others to take now", run.stderr, 1, true)
+    local stream = "gitfleet:queue:leftover:stream"
+    -- the one given back is idle for the whole lease: the next take claims it
+    local idle = r:cli("XPENDING", stream, "workers", "IDLE", "600000", "-", "+", "10")
+    assert.equals(1, select(2, idle:gsub("%d+%-%d+", "")), idle)
+    local status = gf.run({ "--config", cfg, "queue", "status", "--queue", "leftover" })
+    assert.matches("0 waiting, 1 in progress, 2 done, 0 parked", status.stdout, 1, true)
+    local again = gf.run_script([[
+      local q = fleet.queue("leftover")
+      local items = assert(q:take(3))
+      print(#items, items[1].item, items[1].reclaimed, items[1].attempts)
+      q:ack(items)
+    ]], cfg)
+    assert.equals(0, again.code, again.stderr)
+    assert.equals("1\town-0003\ttrue\t1\n", again.stdout)
   end)
 
   it("says fleet.queue needs shared: when there is none", function()

@@ -36,9 +36,10 @@ Options:
                          instead of exiting
   -h, --help             show this help
 
-SIGTERM or SIGINT stops a worker at once: the owners it holds are not
-acknowledged and go to another worker after shared.lease (their files, if
-written, are written again whole).
+SIGTERM or SIGINT stops a worker at once: the owners whose files are
+written are acknowledged, and those it was still fetching are given back,
+for another worker to take at once. A worker that cannot end that way
+(SIGKILL, a lost machine) leaves its owners to others after shared.lease.
 
 Exit status: 0 when the queue has nothing left, 1 when this worker parked an
 owner, 2 on a usage or configuration error, 143 or 130 when stopped by SIGTERM
@@ -151,9 +152,14 @@ local function work(it)
   local written, err = fetch_owner(it, provider, owner)
   if written then
     acks[#acks + 1] = it
+    q:finished(it)
     done = done + 1
   end
-  if err then
+  if err and type(err) == "table" and err.kind == "interrupted" then
+    -- stopped by a signal: not a failed attempt; the queue gives the
+    -- owner back when this process ends (Queue.remember_held)
+    log("%s: %s (given back for another worker)", it.item, cli.describe(err))
+  elseif err then
     local final = type(err) == "table" and (err.kind == "not_found" or err.kind == "auth" or err.kind == "config")
     local reason = cli.describe(err)
     local verdict = q:fail(it, reason, final)

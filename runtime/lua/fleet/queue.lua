@@ -12,13 +12,20 @@
 --   q:ack(items[1])                          -> done
 --   q:fail(items[2], "why")                  -> "retry" or "parked" (after shared.max_attempts)
 --   q:touch(items)                           -> still working on them (keeps them from reclaim)
+--   q:finished(item)                         -> done, its acknowledgement to follow (q:ack or
+--                                               q:take's done); acknowledged at exit if the
+--                                               process ends first
 --   q:status()                               -> { waiting=, in_progress=, done=, failed={item=reason}, workers={} }
 --   q:wait(seconds)                          -> true when the queue changed since this process's last take
 --                                               (items pushed or given back, or the queue finished)
 --
 -- An item held by a worker that stopped beating for longer than
--- shared.lease is claimed by the next take (XAUTOCLAIM). Every change is
--- one Redis script, so two workers never see a half-done change.
+-- shared.lease is claimed by the next take (XAUTOCLAIM). Items a process
+-- still holds when it ends (SIGTERM, SIGINT, a script that returns
+-- without acknowledging them) are given back then, for the next take to
+-- claim at once; only a process that cannot run its end (SIGKILL, a lost
+-- machine) leaves them for the lease. Every change is one Redis script,
+-- so two workers never see a half-done change.
 local core = require("fleet.core")
 local json = require("cjson")
 
@@ -169,6 +176,40 @@ end
 return 1
 ]]
 
+-- give_back: sent when the process ends (fleet.core.redis_at_exit) with
+-- items still held: stopped by SIGTERM or SIGINT, or a script that ended
+-- without acknowledging. Items finished but not yet acknowledged (see
+-- Queue:finished) are acknowledged. Each other entry still this
+-- consumer's is made idle for the lease, so the next take anywhere claims
+-- it at once; its attempt is not counted (the claim counts it again).
+-- KEYS: stream, queued, tries, done, failed, events. ARGV: consumer, lease
+-- ms, now, the number of finished pairs, then id, item pairs (the
+-- finished first). Returns the number given back.
+local GIVE_BACK = EVENT .. [[
+local stream, queued, tries, done, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local me, idle, now, nfinished = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local acked, given = 0, 0
+for i = 5, #ARGV, 2 do
+  local id, item = ARGV[i], ARGV[i + 1]
+  if (i - 5) / 2 < nfinished then
+    if redis.call('XACK', stream, 'workers', id) == 1 then
+      acked = acked + 1
+      redis.call('SREM', queued, item)
+      redis.call('HSET', done, item, now)
+      redis.call('HDEL', tries, item)
+      redis.call('HDEL', failed, item)
+    end
+    redis.call('XDEL', stream, id)
+  elseif #redis.call('XPENDING', stream, 'workers', id, id, 1, me) == 1 then
+    redis.call('XCLAIM', stream, 'workers', me, 0, id, 'IDLE', idle, 'JUSTID')
+    if tonumber(redis.call('HGET', tries, item) or 0) > 0 then redis.call('HINCRBY', tries, item, -1) end
+    given = given + 1
+  end
+end
+if given > 0 then event(events, 'given back') else left_after(queued, events, acked > 0) end
+return given
+]]
+
 -- status: KEYS: stream, queued, done, failed, workers.
 local STATUS = [[
 local pending = 0
@@ -227,8 +268,35 @@ function Queue.open(name)
     },
     last_event = "0-0", -- the newest event the last take saw
     consumer = info.worker,
+    held = {}, -- id -> {item=, finished=}: taken here, not yet acknowledged or failed
   }, Queue)
   return self
+end
+
+-- What this process holds is given back when it ends (GIVE_BACK).
+function Queue:remember_held()
+  local name, finished, others = "queue:" .. self.name, {}, {}
+  for id, h in pairs(self.held) do
+    local list = h.finished and finished or others
+    list[#list + 1] = id
+    list[#list + 1] = h.item
+  end
+  if #finished + #others == 0 then return core.redis_at_exit(name) end
+  for _, v in ipairs(others) do finished[#finished + 1] = v end
+  local k = self.keys
+  core.redis_at_exit(name, ("item(s) held here given back to queue %s, for others to take now"):format(self.name),
+    GIVE_BACK, 6, k.stream, k.queued, k.tries, k.done, k.failed, k.events, self.consumer,
+    math.floor(self.info.lease * 1000), tostring(core.now()), (#finished - #others) // 2, table.unpack(finished))
+end
+
+-- An item is finished but its acknowledgement waits (for a batch): if
+-- the process ends first, it is acknowledged then rather than given back.
+function Queue:finished(it)
+  local h = self.held[it.id]
+  if h then
+    h.finished = true
+    self:remember_held()
+  end
 end
 
 -- Adds items (a string or a list). Returns the number added, or nil, err.
@@ -270,10 +338,13 @@ function Queue:take(n, doing, done)
     k.done, k.events, table.unpack(args))
   if not flat then return nil, err end
   self.last_event = flat[2]
+  for _, it in ipairs(done or {}) do self.held[it.id] = nil end
   local out = {}
   for i = 3, #flat, 4 do
     out[#out + 1] = { id = flat[i], item = flat[i + 1], attempts = flat[i + 2], reclaimed = flat[i + 3] == 1 }
+    self.held[flat[i]] = { item = flat[i + 1] }
   end
+  self:remember_held()
   return out, flat[1]
 end
 
@@ -287,15 +358,25 @@ function Queue:ack(items)
     args[#args + 1] = it.item
   end
   local k = self.keys
-  return core.redis_eval(script("ack", ACK), 6, k.stream, k.queued, k.tries, k.done, k.failed, k.events,
+  local n, err = core.redis_eval(script("ack", ACK), 6, k.stream, k.queued, k.tries, k.done, k.failed, k.events,
     table.unpack(args))
+  if n then
+    for _, it in ipairs(items) do self.held[it.id] = nil end
+    self:remember_held()
+  end
+  return n, err
 end
 
 -- An item failed: retried later unless it used its attempts (or final).
 function Queue:fail(it, reason, final)
   local k = self.keys
-  return core.redis_eval(script("fail", FAIL), 5, k.stream, k.queued, k.tries, k.failed, k.events, it.id, it.item,
-    tostring(reason):sub(1, 500), self.info.max_attempts, final and "1" or "0")
+  local r, err = core.redis_eval(script("fail", FAIL), 5, k.stream, k.queued, k.tries, k.failed, k.events, it.id,
+    it.item, tostring(reason):sub(1, 500), self.info.max_attempts, final and "1" or "0")
+  if r then
+    self.held[it.id] = nil
+    self:remember_held()
+  end
+  return r, err
 end
 
 -- Still working on items: they are not reclaimed by others.
