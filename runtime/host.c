@@ -111,6 +111,7 @@ void fleet_host_free(struct fleet_host *host)
      * then let handles collected by lua_close see no scheduler. */
     fleet_sched_free(host->sched);
     host->sched = NULL;
+    fleet_redis_prepare_at_exit(host);
     if (host->L)
         lua_close(host->L);
     fleet_background_free(host->background);

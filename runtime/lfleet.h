@@ -18,7 +18,10 @@ void fleet_output_register(lua_State *L); /* loutput.c: writers */
 void fleet_cache_register(lua_State *L);  /* lcache.c: cache stats and clear */
 void fleet_files_register(lua_State *L);  /* lfiles.c: mkdir */
 void fleet_redis_register(lua_State *L);  /* lredis.c: Redis commands and scripts (shared:) */
-/* lredis.c: sends the commands Lua registered with fleet.core.redis_at_exit. */
+/* lredis.c: the commands Lua's fleet.core.redis_at_exit functions return,
+ * collected once the run is over (the Lua state still open), then sent
+ * (on a connection of their own, the loop's closed). */
+void fleet_redis_prepare_at_exit(struct fleet_host *host);
 void fleet_redis_run_at_exit(struct fleet_host *host);
 void fleet_apps_register(lua_State *L);   /* apps.c: GitHub Apps' JWTs and installation tokens */
 

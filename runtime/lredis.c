@@ -283,11 +283,18 @@ static int l_redis_info(lua_State *L)
     return 1;
 }
 
-/* Commands Lua asked to have sent when this process ends, by name: the
- * work queue's give-back of the items it still holds, so that other
- * workers take them at once rather than after shared.lease. */
+/* Commands to send when this process ends: the work queue's give-back of
+ * the items it still holds, so that other workers take them at once
+ * rather than after shared.lease. Lua registers a function per name
+ * (fleet.core.redis_at_exit); the functions are called once, when the run
+ * is over and before the Lua state closes, and what they return is sent
+ * after the loop's connection is closed (fleet_redis_run_at_exit). So
+ * keeping the list of held items current costs the queue nothing but a
+ * table update. */
+#define AT_EXIT_KEY "fleet.redis_at_exit"
+
 struct at_exit {
-    char *name, *what;
+    char *what;
     int argc;
     char **argv;
     size_t *lens;
@@ -297,65 +304,90 @@ static struct at_exit *at_exit_list;
 
 static void at_exit_free(struct at_exit *e)
 {
-    for (int i = 0; i < e->argc; i++)
+    for (int i = 0; e->argv && i < e->argc; i++)
         free(e->argv[i]);
     free(e->argv);
     free(e->lens);
-    free(e->name);
     free(e->what);
     free(e);
 }
 
-static void at_exit_remove(const char *name)
-{
-    for (struct at_exit **p = &at_exit_list; *p; p = &(*p)->next)
-        if (strcmp((*p)->name, name) == 0) {
-            struct at_exit *e = *p;
-            *p = e->next;
-            at_exit_free(e);
-            return;
-        }
-}
-
-/* fleet.core.redis_at_exit(name, what, source, numkeys, key..., arg...):
- * the script to run (EVAL) when this process ends, replacing the one
- * registered under name; (name) alone removes it. `what` names what the
- * script's integer reply counts, for the log line. */
+/* fleet.core.redis_at_exit(name, fn | nil): fn() is called when the run is
+ * over and returns nothing, or what, source, numkeys, key..., arg...: a
+ * script to run (EVAL) then, whose integer reply counts `what` for the
+ * log line. Replaces the function registered under name. */
 static int l_redis_at_exit(lua_State *L)
 {
-    const char *name = luaL_checkstring(L, 1);
-    at_exit_remove(name);
-    if (lua_isnoneornil(L, 2))
+    luaL_checkstring(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, AT_EXIT_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, AT_EXIT_KEY);
+    }
+    lua_insert(L, 1); /* [table, name, fn] */
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* Calls the function at index 1 and turns what it returns into an entry
+ * of at_exit_list (run protected: out of memory raises). */
+static int collect_one(lua_State *L)
+{
+    lua_call(L, 0, LUA_MULTRET);
+    int n = lua_gettop(L);
+    if (n == 0 || lua_isnil(L, 1))
         return 0;
-    const char *what = luaL_checkstring(L, 2);
-    luaL_checkstring(L, 3);
-    luaL_checkinteger(L, 4);
-    int argc = lua_gettop(L) - 2 + 1; /* "EVAL", source, numkeys, keys and args */
+    luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    luaL_checkinteger(L, 3);
+    int argc = n; /* "EVAL", source, numkeys, keys and args: `what` makes way for EVAL */
     if (argc > MAX_ARGS)
         return luaL_error(L, "too many arguments for Redis (%d)", argc);
     struct at_exit *e = calloc(1, sizeof *e);
-    if (!e || !(e->argv = calloc((size_t)argc, sizeof *e->argv)) || !(e->lens = calloc((size_t)argc, sizeof *e->lens)))
-        goto oom;
+    if (!e)
+        return luaL_error(L, "out of memory");
+    e->next = at_exit_list; /* owned by the list from here on, even if half built */
+    at_exit_list = e;
+    if (!(e->argv = calloc((size_t)argc, sizeof *e->argv)) || !(e->lens = calloc((size_t)argc, sizeof *e->lens)))
+        return luaL_error(L, "out of memory");
     e->argc = argc;
-    if (!(e->name = strdup(name)) || !(e->what = strdup(what)) || !(e->argv[0] = strdup("EVAL")))
-        goto oom;
+    if (!(e->what = strdup(lua_tostring(L, 1))) || !(e->argv[0] = strdup("EVAL")))
+        return luaL_error(L, "out of memory");
     e->lens[0] = 4;
     for (int i = 1; i < argc; i++) {
         size_t len;
-        const char *v = luaL_tolstring(L, i + 2, &len);
+        const char *v = luaL_tolstring(L, i + 1, &len);
         if (!(e->argv[i] = malloc(len + 1)))
-            goto oom;
+            return luaL_error(L, "out of memory");
         memcpy(e->argv[i], v, len + 1);
         e->lens[i] = len;
         lua_pop(L, 1);
     }
-    e->next = at_exit_list;
-    at_exit_list = e;
     return 0;
-oom:
-    if (e)
-        at_exit_free(e);
-    return luaL_error(L, "out of memory");
+}
+
+void fleet_redis_prepare_at_exit(struct fleet_host *host)
+{
+    lua_State *L = host->L;
+    if (!L || lua_getfield(L, LUA_REGISTRYINDEX, AT_EXIT_KEY) != LUA_TTABLE) {
+        if (L)
+            lua_pop(L, 1);
+        return;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) { /* [table, name, fn] */
+        lua_pushcfunction(L, collect_one);
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            fleet_log(FLEET_LOG_WARN, "at the end of the run: %s", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
 }
 
 void fleet_redis_run_at_exit(struct fleet_host *host)

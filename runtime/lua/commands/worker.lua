@@ -157,7 +157,7 @@ local function work(it)
   end
   if err and type(err) == "table" and err.kind == "interrupted" then
     -- stopped by a signal: not a failed attempt; the queue gives the
-    -- owner back when this process ends (Queue.remember_held)
+    -- owner back when this process ends (Queue:give_back)
     log("%s: %s (given back for another worker)", it.item, cli.describe(err))
   elseif err then
     local final = type(err) == "table" and (err.kind == "not_found" or err.kind == "auth" or err.kind == "config")

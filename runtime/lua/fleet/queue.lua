@@ -250,6 +250,8 @@ function Queue.check_item(item)
   return item
 end
 
+local opened = 0 -- queue objects, each with its own give-back at exit
+
 function Queue.open(name)
   local ok, err = check_name(name)
   if not ok then error(err, 2) end
@@ -270,33 +272,34 @@ function Queue.open(name)
     consumer = info.worker,
     held = {}, -- id -> {item=, finished=}: taken here, not yet acknowledged or failed
   }, Queue)
+  opened = opened + 1
+  core.redis_at_exit("queue " .. opened, function() return self:give_back() end)
   return self
 end
 
--- What this process holds is given back when it ends (GIVE_BACK).
-function Queue:remember_held()
-  local name, finished, others = "queue:" .. self.name, {}, {}
+-- What this process holds, for GIVE_BACK when it ends: the arguments of
+-- fleet.core.redis_at_exit's function, or nothing when it holds nothing.
+function Queue:give_back()
+  local finished, others = {}, {}
   for id, h in pairs(self.held) do
     local list = h.finished and finished or others
     list[#list + 1] = id
     list[#list + 1] = h.item
   end
-  if #finished + #others == 0 then return core.redis_at_exit(name) end
+  if #finished + #others == 0 then return end
+  local nfinished = #finished // 2
   for _, v in ipairs(others) do finished[#finished + 1] = v end
   local k = self.keys
-  core.redis_at_exit(name, ("item(s) held here given back to queue %s, for others to take now"):format(self.name),
+  return ("item(s) held here given back to queue %s, for others to take now"):format(self.name),
     GIVE_BACK, 6, k.stream, k.queued, k.tries, k.done, k.failed, k.events, self.consumer,
-    math.floor(self.info.lease * 1000), tostring(core.now()), (#finished - #others) // 2, table.unpack(finished))
+    math.floor(self.info.lease * 1000), tostring(core.now()), nfinished, table.unpack(finished)
 end
 
 -- An item is finished but its acknowledgement waits (for a batch): if
 -- the process ends first, it is acknowledged then rather than given back.
 function Queue:finished(it)
   local h = self.held[it.id]
-  if h then
-    h.finished = true
-    self:remember_held()
-  end
+  if h then h.finished = true end
 end
 
 -- Adds items (a string or a list). Returns the number added, or nil, err.
@@ -344,7 +347,6 @@ function Queue:take(n, doing, done)
     out[#out + 1] = { id = flat[i], item = flat[i + 1], attempts = flat[i + 2], reclaimed = flat[i + 3] == 1 }
     self.held[flat[i]] = { item = flat[i + 1] }
   end
-  self:remember_held()
   return out, flat[1]
 end
 
@@ -362,7 +364,6 @@ function Queue:ack(items)
     table.unpack(args))
   if n then
     for _, it in ipairs(items) do self.held[it.id] = nil end
-    self:remember_held()
   end
   return n, err
 end
@@ -372,10 +373,7 @@ function Queue:fail(it, reason, final)
   local k = self.keys
   local r, err = core.redis_eval(script("fail", FAIL), 5, k.stream, k.queued, k.tries, k.failed, k.events, it.id,
     it.item, tostring(reason):sub(1, 500), self.info.max_attempts, final and "1" or "0")
-  if r then
-    self.held[it.id] = nil
-    self:remember_held()
-  end
+  if r then self.held[it.id] = nil end
   return r, err
 end
 
