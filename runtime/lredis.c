@@ -339,6 +339,7 @@ static int collect_one(lua_State *L)
 {
     lua_call(L, 0, LUA_MULTRET);
     int n = lua_gettop(L);
+    luaL_checkstack(L, LUA_MINSTACK, "at the end of the run"); /* luaL_tolstring's room, past the results */
     if (n == 0 || lua_isnil(L, 1))
         return 0;
     luaL_checkstring(L, 1);
