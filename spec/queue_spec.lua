@@ -505,6 +505,45 @@ describe("a large owner's pages shared between workers", function()
     assert.same({}, share_keys("kill"))
   end)
 
+  it("gives the owner back when its lead is stopped by SIGTERM: the helper takes it over at once", function()
+    emu:configure({ latency = 0.3 })
+    -- a lease longer than the spec may take: an owner left for it would
+    -- time the spec out
+    local cfg = config({ shared = { url = r.url, lease = 600 } })
+    assert.equals(0, push(cfg, "lead", { "huge" }).code)
+    local dir = gf.tmpdir()
+    local function until_true(cond)
+      local deadline = socket.gettime() + 20
+      while not cond() and socket.gettime() < deadline do socket.sleep(0.01) end
+      return cond()
+    end
+    local function scan(pattern) return r:cli("--scan", "--pattern", pattern):gmatch("%S+") end
+    local lead = start_worker(cfg, "lead", dir)
+    assert.is_true(until_true(function() return scan("gitfleet:queue:lead:share:*")() ~= nil end), "no share")
+    local helper = start_worker(cfg, "lead", dir)
+    assert.is_true(until_true(function()
+      for key in scan("gitfleet:queue:lead:share:*:claims") do
+        if tonumber(r:cli("ZCARD", key)) > 0 then return true end
+      end
+      return false
+    end), "no range was claimed")
+    os.execute("kill -TERM " .. lead.pid)
+    wait_all({ lead }, 30)
+    assert.matches("1 item(s) held here given back to queue lead", lead.stderr, 1, true)
+    -- and its share is closed: its helper stops working for it
+    assert.matches("1 share(s) of a large owner's pages closed", lead.stderr, 1, true)
+    assert.is_nil(scan("gitfleet:queue:lead:share:*_" .. lead.pid .. "_*")())
+    wait_all({ helper }, 120)
+    assert.matches("huge: taken over from a worker that stopped", helper.stderr)
+    local n, dup, files = collect(dir)
+    assert.equals(1, #files)
+    assert.equals(6000, n)
+    assert.equals(0, dup)
+    local status = gf.run({ "--config", cfg, "queue", "status", "--queue", "lead" })
+    assert.matches("0 waiting, 0 in progress, 1 done, 0 parked", status.stdout, 1, true)
+    assert.same({}, share_keys("lead"))
+  end)
+
   it("goes on across a Redis restart in the middle of a share: every repository once", function()
     emu:configure({ latency = 0.3 })
     local rr = redis.start({ appendonly = true })

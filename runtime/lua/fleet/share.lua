@@ -171,6 +171,18 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 ]]
 
+-- close_all: at exit (fleet.core.redis_at_exit), the shares this process
+-- still leads, so that helpers stop working for it at once. ARGV: shares
+-- key, meta key, gen, for each. Returns how many.
+local CLOSE_ALL = [[
+for i = 1, #ARGV, 3 do
+  local meta = ARGV[i + 1]
+  redis.call('DEL', meta, meta .. ':claims', meta .. ':parts')
+  redis.call('ZREM', ARGV[i], ARGV[i + 2])
+end
+return #ARGV / 3
+]]
+
 -- touch: renews what this process holds. ARGV lease ms, ttl ms, then
 -- meta key, range ('' for a share this process leads) pairs.
 local TOUCH = NOW .. [[
@@ -197,8 +209,10 @@ local function lease_ms(q) return math.floor(q.info.lease * 1000) end
 -- working for a lead that stopped as soon as its owner can be taken over.
 local ttl_ms = lease_ms
 
--- What this process holds, for touch: leads[meta] = true; claims[meta][range] = true.
+-- What this process holds, for touch: leads[meta] = {shares=, gen=};
+-- claims[meta][range] = true.
 local leads, claims = {}, {}
+local closing_at_exit = false -- the at-exit close of the shares led is registered
 
 -- Redis calls a share cannot do without wait while Redis is away (the
 -- worker says so on its own line); they never fail the owner for it. An
@@ -269,7 +283,20 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
     pages.limit = nil -- Redis away: no share, the lead reads every page
     return nil
   end
-  leads[meta] = true
+  leads[meta] = { shares = q.keys.shares, gen = gen }
+  if not closing_at_exit then
+    closing_at_exit = true
+    core.redis_at_exit("shares led", function()
+      local args = {}
+      for m, l in pairs(leads) do
+        args[#args + 1] = l.shares
+        args[#args + 1] = m
+        args[#args + 1] = l.gen
+      end
+      if #args == 0 then return end
+      return "share(s) of a large owner's pages closed: their helpers stop", CLOSE_ALL, 0, table.unpack(args)
+    end)
+  end
   local function close()
     leads[meta] = nil
     core.redis_eval(script("close", CLOSE), 2, q.keys.shares, meta, gen)
