@@ -59,7 +59,7 @@ describe("HTTP/2", function()
       -- which the stream count below would show.
       http = { ca_file = dir .. "/cert.pem", per_token_concurrency = 8, timeout = 5 }, cache = { enabled = false } },
       gf.tmpdir())
-    local r = gf.run_script(([[
+    local script = ([[
       local paths = {}
       for i = 1, %d do paths[i] = "/r" .. i .. ".json" end
       local sizes, errors = fleet.map(paths, function(p)
@@ -68,32 +68,49 @@ describe("HTTP/2", function()
       end, { concurrency = %d })
       assert(not errors, errors and tostring(select(2, next(errors))))
       print(table.concat(sizes, " "))
-    ]]):format(FILES, FILES), cfg)
-    assert.are.equal(0, r.code, r.stderr)
-    assert.are.equal(("200:3000 "):rep(FILES - 1) .. "200:3000\n", r.stdout)
+    ]]):format(FILES, FILES)
 
-    -- What the server saw of this run: connections, streams, and how many
-    -- streams were open at once on a connection.
-    local log = gf.slurp(dir .. "/nghttpd.log") or ""
-    local connections, streams, open, peak = {}, 0, {}, 0
-    for line in log:gmatch("[^\n]+") do
-      local conn, sid = line:match("^%[id=(%d+)%].-recv HEADERS frame <.-stream_id=(%d+)>")
-      if conn then
-        connections[conn] = true
-        streams = streams + 1
-        open[conn .. ":" .. sid] = true
-        local n = 0
-        for key in pairs(open) do if key:match("^" .. conn .. ":") then n = n + 1 end end
-        peak = math.max(peak, n)
+    -- What the server saw of one run (the log from `from` on): connections,
+    -- streams, and how many streams were open at once on a connection.
+    local function seen(from)
+      local log = (gf.slurp(dir .. "/nghttpd.log") or ""):sub(from + 1)
+      local connections, streams, open, peak = {}, 0, {}, 0
+      for line in log:gmatch("[^\n]+") do
+        local conn, sid = line:match("^%[id=(%d+)%].-recv HEADERS frame <.-stream_id=(%d+)>")
+        if conn then
+          connections[conn] = true
+          streams = streams + 1
+          open[conn .. ":" .. sid] = true
+          local n = 0
+          for key in pairs(open) do if key:match("^" .. conn .. ":") then n = n + 1 end end
+          peak = math.max(peak, n)
+        end
+        conn, sid = line:match("^%[id=(%d+)%].-send DATA frame <.-flags=0x01, stream_id=(%d+)>")
+        if conn then open[conn .. ":" .. sid] = nil end
       end
-      conn, sid = line:match("^%[id=(%d+)%].-send DATA frame <.-flags=0x01, stream_id=(%d+)>")
-      if conn then open[conn .. ":" .. sid] = nil end
+      assert.is_nil(next(open), "the ends of streams were not recognised in the log")
+      local count = 0
+      for _ in pairs(connections) do count = count + 1 end
+      return streams, count, peak
     end
-    assert.is_nil(next(open), "the ends of streams were not recognised in the log")
-    local count = 0
-    for _ in pairs(connections) do count = count + 1 end
-    assert.are.equal(FILES, streams)
-    assert.are.equal(1, count)
-    assert.is_true(peak >= 2, "never two streams open at once")
+
+    -- Whether two streams overlap at the server depends on scheduling: a
+    -- client descheduled between two requests on a busy machine can see
+    -- each 650 KB answer end before its next request arrives. So up to
+    -- three runs, each of which must use one connection, and one of which
+    -- must show streams open at once.
+    local peak = 0
+    for _ = 1, 3 do
+      local from = #(gf.slurp(dir .. "/nghttpd.log") or "")
+      local r = gf.run_script(script, cfg)
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal(("200:3000 "):rep(FILES - 1) .. "200:3000\n", r.stdout)
+      local streams, connections, run_peak = seen(from)
+      assert.are.equal(FILES, streams)
+      assert.are.equal(1, connections)
+      peak = run_peak
+      if peak >= 2 then break end
+    end
+    assert.is_true(peak >= 2, "never two streams open at once, in three runs")
   end)
 end)
