@@ -430,6 +430,33 @@ describe("a large owner's pages shared between workers", function()
     return keys == "" and {} or { keys }
   end
 
+  -- The keys matching a pattern, one at a time.
+  local function scan(pattern) return r:cli("--scan", "--pattern", pattern):gmatch("%S+") end
+
+  -- Until a condition holds (at most 20 s): whether it did.
+  local function until_true(cond)
+    local deadline = socket.gettime() + 20
+    while not cond() and socket.gettime() < deadline do socket.sleep(0.01) end
+    return cond()
+  end
+
+  -- Starts a worker, which takes the (one) owner pushed to the queue and
+  -- shares its pages, then a second once the share exists; returns both
+  -- once the second holds a range of it.
+  local function lead_and_helper(cfg, queue, dir)
+    local lead = start_worker(cfg, queue, dir)
+    local prefix = "gitfleet:queue:" .. queue .. ":share:*"
+    assert.is_true(until_true(function() return scan(prefix)() ~= nil end), "no share")
+    local helper = start_worker(cfg, queue, dir)
+    assert.is_true(until_true(function()
+      for key in scan(prefix .. ":claims") do
+        if tonumber(r:cli("ZCARD", key)) > 0 then return true end
+      end
+      return false
+    end), "no range was claimed")
+    return lead, helper
+  end
+
   it("has an idle worker fetch part of the pages: every repository once, nothing left in Redis", function()
     -- a far server: the owner's pages take a while, as on the internet
     emu:configure({ latency = 0.05 })
@@ -475,24 +502,9 @@ describe("a large owner's pages shared between workers", function()
     local cfg = config()
     assert.equals(0, push(cfg, "kill", { "huge" }).code)
     local dir = gf.tmpdir()
-    -- Until a condition holds (at most 20 s): whether it did.
-    local function until_true(cond)
-      local deadline = socket.gettime() + 20
-      while not cond() and socket.gettime() < deadline do socket.sleep(0.01) end
-      return cond()
-    end
-    local function scan(pattern) return r:cli("--scan", "--pattern", pattern):gmatch("%S+") end
     -- the first worker takes the owner and shares its pages; the second
     -- starts then, claims a range, and is killed holding it
-    local lead = start_worker(cfg, "kill", dir)
-    assert.is_true(until_true(function() return scan("gitfleet:queue:kill:share:*")() ~= nil end), "no share")
-    local helper = start_worker(cfg, "kill", dir)
-    assert.is_true(until_true(function()
-      for key in scan("gitfleet:queue:kill:share:*:claims") do
-        if tonumber(r:cli("ZCARD", key)) > 0 then return true end
-      end
-      return false
-    end), "no range was claimed")
+    local lead, helper = lead_and_helper(cfg, "kill", dir)
     os.execute("kill -KILL " .. helper.pid)
     local killed_at = socket.gettime()
     wait_all({ lead })
@@ -512,21 +524,7 @@ describe("a large owner's pages shared between workers", function()
     local cfg = config({ shared = { url = r.url, lease = 600 } })
     assert.equals(0, push(cfg, "lead", { "huge" }).code)
     local dir = gf.tmpdir()
-    local function until_true(cond)
-      local deadline = socket.gettime() + 20
-      while not cond() and socket.gettime() < deadline do socket.sleep(0.01) end
-      return cond()
-    end
-    local function scan(pattern) return r:cli("--scan", "--pattern", pattern):gmatch("%S+") end
-    local lead = start_worker(cfg, "lead", dir)
-    assert.is_true(until_true(function() return scan("gitfleet:queue:lead:share:*")() ~= nil end), "no share")
-    local helper = start_worker(cfg, "lead", dir)
-    assert.is_true(until_true(function()
-      for key in scan("gitfleet:queue:lead:share:*:claims") do
-        if tonumber(r:cli("ZCARD", key)) > 0 then return true end
-      end
-      return false
-    end), "no range was claimed")
+    local lead, helper = lead_and_helper(cfg, "lead", dir)
     os.execute("kill -TERM " .. lead.pid)
     wait_all({ lead }, 30)
     assert.matches("1 item(s) held here given back to queue lead", lead.stderr, 1, true)
