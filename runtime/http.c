@@ -67,7 +67,7 @@ struct fleet_request {
     int nwaiters, capwaiters;
 
     bool twin_indexed; /* in the twin index, under twin_hash */
-    uint64_t twin_hash;
+    uint64_t twin_hash; /* of provider, pinned token and URL: set with the URL */
     struct fleet_request *twin_next;
 };
 
@@ -96,7 +96,7 @@ struct fleet_http {
     double stall_check; /* when fleet_http_watch_stalls looks next */
 };
 
-static uint64_t twin_hash(const struct fleet_request *r)
+static uint64_t hash_of_twin(const struct fleet_request *r)
 {
     uint64_t h = 14695981039346656037u; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)r->url; *p; p++)
@@ -123,7 +123,6 @@ static void twin_add(struct twin_index *x, struct fleet_request *r)
         x->buckets = b;
         x->nbuckets = n;
     }
-    r->twin_hash = twin_hash(r); /* the URL changes on a redirect */
     struct fleet_request **head = &x->buckets[r->twin_hash & (x->nbuckets - 1)];
     r->twin_next = *head;
     *head = r;
@@ -256,7 +255,7 @@ static struct fleet_request *find_twin(struct fleet_http *h, const struct fleet_
 {
     if (!h->twins.nbuckets)
         return NULL;
-    uint64_t hash = twin_hash(r);
+    uint64_t hash = r->twin_hash;
     for (struct fleet_request *o = h->twins.buckets[hash & (h->twins.nbuckets - 1)]; o; o = o->twin_next)
         if (o->twin_hash == hash && o->cacheable && o->provider == r->provider && o->pinned == r->pinned &&
             strcmp(o->url, r->url) == 0 && same_headers(o->headers, r->headers))
@@ -312,6 +311,7 @@ struct fleet_request *fleet_http_submit(struct fleet_host *host, struct fleet_ta
     r->pinned = spec->pinned;
     r->free_budget = spec->free_budget;
     r->cacheable = spec->cacheable && strcmp(spec->method, "GET") == 0;
+    r->twin_hash = hash_of_twin(r);
     r->resp.retry_after = -1;
 
     if (r->cacheable) {
@@ -741,6 +741,7 @@ static bool follow_redirect(struct fleet_host *host, struct fleet_request *r, lo
     }
     free(r->url);
     r->url = url;
+    r->twin_hash = hash_of_twin(r);
     r->affinity_known = false;
     if (status == 303 && strcmp(r->method, "GET") != 0) {
         free(r->method);

@@ -346,8 +346,6 @@ static int collect_one(lua_State *L)
     luaL_checkstring(L, 2);
     luaL_checkinteger(L, 3);
     int argc = n; /* "EVAL", source, numkeys, keys and args: `what` makes way for EVAL */
-    if (argc > MAX_ARGS)
-        return luaL_error(L, "too many arguments for Redis (%d)", argc);
     struct at_exit *e = calloc(1, sizeof *e);
     if (!e)
         return luaL_error(L, "out of memory");

@@ -255,17 +255,11 @@ static struct fleet_budget *budget_for(struct fleet_pool *pool, struct fleet_tok
 {
     const char *origin = t->provider->origin;
     const char *account = t->provider->budget_per_account ? t->account : NULL;
-    /* "a" + account for an account's budget, "t" + label for one token's */
-    size_t whose_len = strlen(account ? account : t->label) + 2;
-    char *whose = malloc(whose_len);
-    if (!whose) {
-        fleet_log(FLEET_LOG_ERROR, "out of memory");
-        exit(70);
-    }
-    snprintf(whose, whose_len, "%s%s", account ? "a" : "t", account ? account : t->label);
+    /* an account's budget, or one token's (by label) */
     size_t len;
-    char *key = join_key((const char *const[]){origin, whose, resource}, 3, &len);
-    free(whose);
+    char *key = join_key((const char *const[]){origin, account ? "account" : "token", account ? account : t->label,
+                                               resource},
+                         4, &len);
     struct fleet_budget *b = fleet_strmap_get(&pool->budgets_by_key, key, len);
     if (b) {
         free(key);

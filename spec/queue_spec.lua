@@ -412,6 +412,23 @@ describe("the shared work queue", function()
     assert.equals("1\town-0003\ttrue\t1\n", again.stdout)
   end)
 
+  it("gives back 10,000 items a script took and did not acknowledge, all at its end", function()
+    local cfg = config({ shared = { url = r.url, lease = 600 } })
+    local run = gf.run_script([[
+      local q = fleet.queue("many")
+      local items = {}
+      for i = 1, 10000 do items[i] = ("own-%05d"):format(i) end
+      assert(q:push(items) == 10000)
+      local taken = assert(q:take(10000))
+      print(#taken)
+    ]], cfg)
+    assert.equals(0, run.code, run.stderr)
+    assert.equals("10000\n", run.stdout)
+    assert.matches("10000 item(s) held here given back to queue many", run.stderr, 1, true)
+    local idle = r:cli("XPENDING", "gitfleet:queue:many:stream", "workers", "IDLE", "600000", "-", "+", "20000")
+    assert.equals(10000, select(2, idle:gsub("%d+%-%d+", "")))
+  end)
+
   it("says fleet.queue needs shared: when there is none", function()
     local cfg = config({ shared = false })
     local run = gf.run_script('fleet.queue("x")', cfg)
@@ -438,6 +455,22 @@ describe("a large owner's pages shared between workers", function()
     local deadline = socket.gettime() + 20
     while not cond() and socket.gettime() < deadline do socket.sleep(0.01) end
     return cond()
+  end
+
+  -- Pushes "tiny" to the queue, held by a worker that is not there (so a
+  -- worker started then first finds nothing to take, and takes it over
+  -- after the 3 s lease), and plants a share of "huge" by that worker,
+  -- its pages at base_url and ranges of `size`. Returns its key.
+  local function plant_share(cfg, queue, base_url, size)
+    assert.equals(0, push(cfg, queue, { "tiny" }).code)
+    local base = "gitfleet:queue:" .. queue
+    r:cli("XREADGROUP", "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", base .. ":stream", ">")
+    local meta = base .. ":share:ghost.1"
+    r:cli("HSET", meta, "owner", "huge", "provider", "github", "template", base_url .. "/orgs/huge/repos?page=2",
+      "last", "10", "size", size, "front", "1", "back", "11", "opts", "{}", "lead", "ghost")
+    r:cli("PEXPIRE", meta, "60000")
+    r:cli("ZADD", base .. ":shares", "1", "ghost.1")
+    return meta
   end
 
   -- Starts a worker, which takes the (one) owner pushed to the queue and
@@ -572,15 +605,8 @@ describe("a large owner's pages shared between workers", function()
 
   it("takes nothing from a share whose fields are not ranges (size 0, a claim that is not a range)", function()
     local cfg = config()
-    assert.equals(0, push(cfg, "junk", { "tiny" }).code)
-    -- held by a worker that is not there, taken over after the 3 s lease
-    r:cli("XREADGROUP", "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", "gitfleet:queue:junk:stream", ">")
-    local meta = "gitfleet:queue:junk:share:ghost.1"
-    r:cli("HSET", meta, "owner", "huge", "provider", "github", "template", emu.url .. "/orgs/huge/repos?page=2",
-      "last", "10", "size", "0", "front", "1", "back", "11", "opts", "{}", "lead", "ghost")
+    local meta = plant_share(cfg, "junk", emu.url, "0")
     r:cli("ZADD", meta .. ":claims", "0", "not-a-range")
-    r:cli("PEXPIRE", meta, "60000")
-    r:cli("ZADD", "gitfleet:queue:junk:shares", "1", "ghost.1")
     local dir = gf.tmpdir()
     local w = start_worker(cfg, "junk", dir)
     wait_all({ w }, 30)
@@ -597,15 +623,7 @@ describe("a large owner's pages shared between workers", function()
   it("drops a share whose page URL is not the provider's: no request goes there, with or without a token", function()
     local elsewhere = emulator.start({ scenario = { owners = { HUGE }, tokens = TOKENS } })
     local cfg = config()
-    assert.equals(0, push(cfg, "odd", { "tiny" }).code)
-    -- the owner held by a worker that is not there (taken over after the
-    -- 3 s lease), so the worker below first finds nothing to take
-    r:cli("XREADGROUP", "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", "gitfleet:queue:odd:stream", ">")
-    local meta = "gitfleet:queue:odd:share:ghost.1"
-    r:cli("HSET", meta, "owner", "huge", "provider", "github", "template", elsewhere.url .. "/orgs/huge/repos?page=2",
-      "last", "10", "size", "4", "front", "1", "back", "11", "opts", "{}", "lead", "ghost")
-    r:cli("PEXPIRE", meta, "60000")
-    r:cli("ZADD", "gitfleet:queue:odd:shares", "1", "ghost.1")
+    local meta = plant_share(cfg, "odd", elsewhere.url, "4")
     local dir = gf.tmpdir()
     local w = start_worker(cfg, "odd", dir)
     wait_all({ w })
