@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,8 +156,22 @@ static const char *command_chunk(const char *name)
     return NULL;
 }
 
+/* Page bodies, their decoded records and the output buffers are freed and
+ * allocated again for every page. With glibc's defaults the freed top of
+ * the heap goes back to the kernel at once and comes back one page fault at
+ * a time: on the 200-owner job that was some 40,000 faults for a peak of
+ * 45 MB, and a fifth of a virtual machine's CPU time. A heap that keeps 32
+ * MB free at its top is faulted in about once; the peak stays the same. */
+static void keep_heap_pages(void)
+{
+#ifdef M_TOP_PAD
+    mallopt(M_TOP_PAD, 32 << 20);
+#endif
+}
+
 int main(int argc, char **argv)
 {
+    keep_heap_pages();
     /* Secrets live in this process: no core dumps of it. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     struct rlimit no_core = {0, 0};
