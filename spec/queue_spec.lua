@@ -636,3 +636,83 @@ describe("a large owner's pages shared between workers", function()
     assert.equals(0, dup)
   end)
 end)
+
+-- A GitLab owner can be a path of subgroups up to 256 bytes, and each '/'
+-- takes three bytes in its file's name: more than a file name holds.
+local function subgroup_chain(depth, width)
+  local node
+  for d = depth, 1, -1 do
+    node = { name = string.char(96 + d):rep(width), repos = 2, subgroups = node and { node } or nil }
+  end
+  return node
+end
+
+describe("an owner whose file name would be too long", function()
+  local GL_TOKEN = "glpat-QueueLongNameSECRET0001"
+  with_world({
+    owners = { { name = "g", kind = "org", repos = 2, subgroups = { subgroup_chain(6, 40) } } },
+    tokens = { { token = GL_TOKEN, provider = "gitlab" } },
+  })
+
+  local function gl_config()
+    return (gf.config({
+      providers = { gitlab = { base_url = emu.url .. "/api/v4", tokens = { { label = "gl", token = GL_TOKEN, account = "me" } } } },
+      cache = { enabled = false },
+      shared = { url = r.url, lease = 3 },
+    }))
+  end
+
+  it("is written once, under a shortened name, on the first attempt", function()
+    local parts = { "g" }
+    for d = 1, 6 do parts[#parts + 1] = string.char(96 + d):rep(40) end
+    local owner = table.concat(parts, "/") -- 247 bytes, 259 written as a name
+    local cfg = gl_config()
+    assert.equals(0, push(cfg, "long", { "gitlab:" .. owner }).code)
+    local dir = gf.tmpdir()
+    local run = gf.run({ "--config", cfg, "worker", "--queue", "long", "-d", dir })
+    assert.equals(0, run.code, run.stderr)
+    assert.matches("1 owner(s) written", run.stderr, 1, true)
+    local n, dup, files = collect(dir)
+    assert.equals(1, #files)
+    assert.equals(2, n)
+    assert.equals(0, dup)
+    local name = files[1]:match("[^/]+$")
+    assert.is_true(#name <= 255 - 17, name) -- its temporary file's name fits too
+    assert.matches("^g%%2Faaaa[a-f%%0-9F]*~" .. ("%x"):rep(32) .. "%.ndjson$", name)
+    assert.equals(1, emu:stats().requests) -- one page, no attempt repeated
+  end)
+
+  it("gets a name that keeps every escape whole and differs from every other owner's", function()
+    local run = gf.run_script([[
+      local core = require("fleet.core")
+      local names, lines = {}, {}
+      local function add(owner)
+        local name = core.file_name(owner)
+        assert(not name:find("/", 1, true) and not name:find("^%.") and #name <= 216, name)
+        assert(not names[name], "two owners share " .. name)
+        names[name] = owner
+        return name
+      end
+      -- short names as they were: escaped, nothing cut
+      assert(add("own-0001") == "own-0001")
+      assert(add(".x") == "%2Ex")
+      assert(add("a/b") == "a%2Fb")
+      assert(add(("z"):rep(200)) == ("z"):rep(200))
+      -- the cut falls at every offset against an escape: never inside one
+      for pad = 180, 186 do
+        local owner = ("p"):rep(pad) .. ("/q"):rep(30)
+        local name = add(owner)
+        local head = name:match("^(.-)~%x+$")
+        assert(head and not head:find("%%.?$"), name)
+        assert(#head >= 181 and #head <= 183, name)
+      end
+      -- the same first 183 bytes, different ends
+      add(("r"):rep(230) .. "1")
+      add(("r"):rep(230) .. "2")
+      add(("\xc3\xa9"):rep(128))
+      print("ok")
+    ]])
+    assert.equals(0, run.code, run.stderr)
+    assert.equals("ok\n", run.stdout)
+  end)
+end)

@@ -15,7 +15,9 @@ usage: gitfleet worker --queue NAME --output-dir DIR [OPTIONS]
 Takes owners from the queue NAME (filled by `gitfleet queue push`), fetches
 every repository of each, and writes them to DIR/PROVIDER/OWNER.ndjson: the
 file appears whole (written to a temporary name, then renamed) before the
-owner is acknowledged. Needs a shared: section in the configuration.
+owner is acknowledged. Needs a shared: section in the configuration. In
+OWNER, bytes outside [A-Za-z0-9._-] are written %XX (a/b is a%2Fb); a name
+longer than 200 bytes so written is cut and ends with ~ and a digest.
 
 A large owner's later pages are shared: a worker with nothing to take
 fetches some of them and hands them back through Redis to the worker that
@@ -70,10 +72,9 @@ local lease = core.redis_info().lease
 
 -- File names: the owner with every byte outside [A-Za-z0-9._-] written
 -- as %XX (a GitLab subgroup "a/b" is "a%2Fb"), so no owner reaches outside
--- its folder.
-local function file_name(owner)
-  return (owner:gsub("[^%w._-]", function(c) return ("%%%02X"):format(c:byte()) end):gsub("^%.", "%%2E"))
-end
+-- its folder; one too long for a file name is cut and ends with a digest
+-- of the whole (fleet.core.file_name).
+local file_name = core.file_name
 
 local function split(item)
   local p, owner = item:match("^([%w_-]+):(.+)$")
