@@ -435,6 +435,46 @@ describe("the shared work queue", function()
     assert.equals(1, run.code)
     assert.matches("fleet.queue needs a shared: section", run.stderr, 1, true)
   end)
+
+  it("takes nothing into a folder it cannot write to, and gives back what it cannot write", function()
+    local cfg = config()
+    local list = owners(12)
+    assert.equals(0, push(cfg, "nowrite", list).code)
+    -- DIR is a file: refused before anything is taken
+    local file = gf.tmpdir() .. "/plain-file"
+    assert(io.open(file, "w")):close()
+    local refused = gf.run({ "--config", cfg, "worker", "--queue", "nowrite", "-d", file })
+    assert.equals(2, refused.code)
+    assert.matches("cannot make folder", refused.stderr, 1, true)
+    assert.equals(0, emu:stats().requests)
+    -- DIR/github is a file: the worker's first owners cannot be written
+    -- there. They are given back, not failed: nothing parked, no attempt
+    -- counted, and the worker takes no more (with -j 2, at most the first
+    -- take's few owners were fetched).
+    local dir = gf.tmpdir()
+    assert(io.open(dir .. "/github", "w")):close()
+    local stopped = gf.run({ "--config", cfg, "worker", "--queue", "nowrite", "-d", dir, "-j", "2" })
+    assert.equals(1, stopped.code, stopped.stderr)
+    assert.matches("stopped: it cannot write its files", stopped.stderr, 1, true)
+    assert.matches("given back; this worker takes no more owners", stopped.stderr, 1, true)
+    assert.not_matches("parked", stopped.stderr, 1, true)
+    local st = cjson.decode(gf.run({ "--config", cfg, "queue", "status", "--queue", "nowrite", "--format", "json" }).stdout)
+    assert.equals(0, st.done)
+    assert.same({}, st.failed)
+    assert.equals(12, st.waiting + st.in_progress)
+    assert.is_true(emu:stats().requests <= 2 * 3, tostring(emu:stats().requests))
+    -- a worker that can write takes them all at once (given back means
+    -- idle for the whole lease) and writes each once, on its first attempt
+    os.remove(dir .. "/github")
+    local good = gf.run({ "--config", cfg, "worker", "--queue", "nowrite", "-d", dir })
+    assert.equals(0, good.code, good.stderr)
+    assert.matches("12 owner(s) written", good.stderr, 1, true)
+    assert.not_matches("attempt [2-9]", good.stderr)
+    local n, dup, files = collect(dir)
+    assert.equals(12, #files)
+    assert.equals(expected(list), n)
+    assert.equals(0, dup)
+  end)
 end)
 
 describe("a large owner's pages shared between workers", function()

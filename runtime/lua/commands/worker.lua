@@ -43,9 +43,15 @@ written are acknowledged, and those it was still fetching are given back,
 for another worker to take at once. A worker that cannot end that way
 (SIGKILL, a lost machine) leaves its owners to others after shared.lease.
 
+A worker checks that it can write files in DIR before it takes an owner. One
+that cannot write an owner's file later (disk full, say) gives that owner
+back without counting an attempt, takes no more, and exits with status 1
+when the owners it holds are done or given back.
+
 Exit status: 0 when the queue has nothing left, 1 when this worker parked an
-owner, 2 on a usage or configuration error, 143 or 130 when stopped by SIGTERM
-or SIGINT.
+owner or stopped because it cannot write its files, 2 on a usage or
+configuration error (a DIR it cannot write to), 143 or 130 when stopped by
+SIGTERM or SIGINT.
 ]]
 
 local opts, rest, fail = cli.parse("worker", arg, {
@@ -67,6 +73,11 @@ if not ok then fail(tostring(qerr):gsub("^[^:]*:%d+: ", "")) end
 local q = qerr
 local made, merr = core.mkdir(opts.output_dir)
 if not made then fail(merr) end
+-- A folder this worker cannot write to fails here, before it takes an
+-- owner: else it would fetch every owner of the queue and write none.
+local probe, perr = fleet.writer({ format = "ndjson", output = opts.output_dir .. "/.gitfleet-worker-probe" })
+if not probe then fail(("cannot write files in %s: %s"):format(opts.output_dir, tostring(perr):match(": ([^:]+)$") or perr)) end
+probe:discard()
 
 local lease = core.redis_info().lease
 
@@ -107,7 +118,8 @@ end
 -- through a temporary file and a rename, so the file appears whole. The
 -- file is written at the end, at once: one open file per worker, however
 -- many owners it fetches at a time. Returns true, or nil, err (a fetch
--- error as a table, a file error as text).
+-- error as a table, a file error as text), and true when the failure is
+-- this worker's files, not the owner.
 local function fetch_owner(it, provider, owner)
   local chunks, perr = fetch_pages(it, provider, owner)
   if not chunks then
@@ -117,7 +129,7 @@ local function fetch_owner(it, provider, owner)
     end
     return nil, perr
   end
-  local function failed(e) return nil, "cannot write " .. owner .. ": " .. tostring(e) end
+  local function failed(e) return nil, "cannot write " .. owner .. ": " .. tostring(e), true end
   local dir = opts.output_dir .. "/" .. file_name(provider)
   local made_dir, derr = core.mkdir(dir)
   if not made_dir then return failed(derr) end
@@ -143,6 +155,9 @@ local helping = 0 -- ranges of others' large owners being fetched (fleet/share.l
 local acks = {}
 local finished = core.condition()
 local parked, done = 0, 0
+-- Set when this worker cannot write its files (disk full, read-only): it
+-- takes no more owners and gives back those it holds.
+local cannot_write
 local last_flush = core.now()
 
 local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"):format(...)) end
@@ -150,13 +165,19 @@ Share.log = log
 
 local function work(it)
   local provider, owner = split(it.item)
-  local written, err = fetch_owner(it, provider, owner)
-  if written then
+  local written, err, local_failure = fetch_owner(it, provider, owner)
+  if local_failure then
+    -- Not the owner's failure, so not one of its attempts: the owner is
+    -- given back when this worker ends, for a worker that can write.
+    cannot_write = cannot_write or err
+    log("%s: %s (given back; this worker takes no more owners)", it.item, err)
+  elseif written then
     acks[#acks + 1] = it
     q:finished(it)
     done = done + 1
   end
-  if err and type(err) == "table" and err.kind == "interrupted" then
+  if local_failure then -- nothing more: given back at the end
+  elseif err and type(err) == "table" and err.kind == "interrupted" then
     -- stopped by a signal: not a failed attempt; the queue gives the
     -- owner back when this process ends (Queue:give_back)
     log("%s: %s (given back for another worker)", it.item, cli.describe(err))
@@ -235,7 +256,9 @@ while true do
   -- finished (and the worker with it) or hold owners others gave back.
   -- Idle, the wait on the queue's events below ends when asking is due.
   local due = now - last_empty >= 0.5 or (nactive == 0 and empty_while_busy)
-  if nactive < concurrency and room and due then
+  if cannot_write then
+    if nactive == 0 then break end
+  elseif nactive < concurrency and room and due then
     local finished_items = acks
     acks = {}
     local items, left = q:take(math.min(concurrency - nactive, TAKE_AT_MOST), nactive > 0 and "fetching" or "idle",
@@ -310,9 +333,10 @@ end
 if Share.pages_helped > 0 then
   log("fetched %d page(s) of other workers' large owners", Share.pages_helped)
 end
+if cannot_write then log("stopped: it cannot write its files (%s)", cannot_write) end
 local s = fleet.stats()
 if s.redis_round_trips and s.requests > 0 then
   log("%d requests, %d Redis round trips (%.3f per request; %d budget updates)", s.requests, s.redis_round_trips,
     s.redis_round_trips / s.requests, s.shared_syncs)
 end
-return parked > 0 and 1 or 0
+return (parked > 0 or cannot_write) and 1 or 0
