@@ -436,6 +436,30 @@ describe("the shared work queue", function()
     assert.matches("fleet.queue needs a shared: section", run.stderr, 1, true)
   end)
 
+  it("parks an item whose provider its configuration lacks, with no request", function()
+    local cfg = config()
+    -- what own-0002 alone costs
+    assert.equals(0, push(cfg, "alone", { "own-0002" }).code)
+    assert.equals(0, gf.run({ "--config", cfg, "worker", "--queue", "alone", "-d", gf.tmpdir() }).code)
+    local alone = emu:stats().by_path_kind.repo_list
+    emu:reset(true)
+    -- a script's q:push takes any item; `queue push` would refuse this one
+    local pushed = gf.run_script('assert(fleet.queue("otherconf"):push({ "mygit:acme", "own-0002" }) == 2)', cfg)
+    assert.equals(0, pushed.code, pushed.stderr)
+    local dir = gf.tmpdir()
+    local run = gf.run({ "--config", cfg, "worker", "--queue", "otherconf", "-d", dir })
+    assert.equals(1, run.code, run.stderr)
+    assert.matches("mygit:acme: unknown provider 'mygit' %(providers: [^)]*%) in this worker's configuration "
+      .. "%(parked after 1 attempt%(s%)%)", run.stderr)
+    local n, _, files = collect(dir)
+    assert.equals(1, #files)
+    assert.equals(expected({ "own-0002" }), n)
+    -- nothing was asked about "mygit:acme" (the old worker looked it up
+    -- on github, as an owner of that name); the tokens' account lookups
+    -- (auth_user) are made by the first run only
+    assert.equals(alone, emu:stats().by_path_kind.repo_list)
+  end)
+
   it("takes nothing into a folder it cannot write to, and gives back what it cannot write", function()
     local cfg = config()
     local list = owners(12)

@@ -5,6 +5,7 @@
 -- held by a worker that died is taken over after shared.lease.
 local cli = require("fleet.cli")
 local core = require("fleet.core")
+local owners = require("fleet.owners")
 local Queue = require("fleet.queue")
 local Repositories = require("fleet.repositories")
 local Share = require("fleet.share")
@@ -87,10 +88,14 @@ local lease = core.redis_info().lease
 -- of the whole (fleet.core.file_name).
 local file_name = core.file_name
 
+-- An item is read as `gitfleet queue push` read it: PROVIDER:OWNER or
+-- OWNER. One whose provider this worker's configuration lacks (another
+-- machine's queue push, or a script's q:push) is an error, not an owner
+-- named "gitlab:acme" to look up on the default provider.
 local function split(item)
-  local p, owner = item:match("^([%w_-]+):(.+)$")
-  if p and providers[p] then return p, owner end
-  return opts.provider or fleet.default_provider(), item
+  local job, err = owners.parse(item, providers)
+  if not job then return nil, nil, err end
+  return job.provider or opts.provider or fleet.default_provider(), job.owner
 end
 
 -- Encodes each page as it comes (Share.chunker). Only its encode_many is
@@ -164,8 +169,13 @@ local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"
 Share.log = log
 
 local function work(it)
-  local provider, owner = split(it.item)
-  local written, err, local_failure = fetch_owner(it, provider, owner)
+  local provider, owner, bad = split(it.item)
+  local written, err, local_failure
+  if bad then
+    err = { kind = "config", message = bad .. " in this worker's configuration" }
+  else
+    written, err, local_failure = fetch_owner(it, provider, owner)
+  end
   if local_failure then
     -- Not the owner's failure, so not one of its attempts: the owner is
     -- given back when this worker ends, for a worker that can write.
