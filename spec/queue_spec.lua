@@ -228,6 +228,11 @@ describe("the shared work queue", function()
     local again = push(cfg, "twice", { "own-0001", "own-0001", "own-0003" })
     assert.equals(0, again.code)
     assert.matches("1 owner%(s%) added to twice %(2 already queued%)", again.stderr)
+    -- owner names are compared ignoring case, as providers compare them:
+    -- Own-0001 is own-0001, and would repeat its repositories in a second file
+    local cased = push(cfg, "twice", { "Own-0001", "OWN-0003" })
+    assert.equals(0, cased.code)
+    assert.matches("0 owner%(s%) added to twice %(2 already queued%)", cased.stderr)
     local dir = gf.tmpdir()
     local w = start_worker(cfg, "twice", dir)
     wait_all({ w })

@@ -10,7 +10,8 @@ usage: gitfleet queue push [--queue NAME] OWNER... | --owners-file FILE
        gitfleet queue status [--queue NAME] [--format json]
 
 push     adds owners (PROVIDER:OWNER picks a provider) to the queue; an
-         owner already waiting or being fetched is not added again
+         owner already waiting or being fetched (names compared ignoring
+         case) is not added again
 status   shows owners waiting, in progress, done and parked (with the
          reason), and when each worker last reported
 

@@ -4,7 +4,7 @@
 -- delivered to one worker at a time; an item is done when acknowledged.
 --
 --   local q = fleet.queue("crawl")
---   q:push({ "acme", "gitlab:globex" })     -> added (an item already waiting is not added twice)
+--   q:push({ "acme", "gitlab:globex" })     -> added (an item already waiting is not added twice, whatever its case)
 --   local items, left = q:take(8 [, doing, done])
 --                                            -> { {id=, item=, attempts=, reclaimed=}, ... }, and the
 --                                               items still queued or in progress after it
@@ -56,12 +56,15 @@ end
 
 -- push: adds each item not already waiting or in progress (and makes the
 -- consumer group once). KEYS: stream, queued set, events. ARGV: items.
--- Returns the number added.
+-- Returns the number added. Owner names are compared ignoring case, as
+-- providers and `gitfleet fetch` compare them: the queued set holds each
+-- item in lower case (removals take the item as given too, which is how
+-- sets written before did it).
 local PUSH = EVENT .. [[
 local added = 0
 redis.pcall('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
 for _, item in ipairs(ARGV) do
-  if redis.call('SADD', KEYS[2], item) == 1 then
+  if redis.call('SADD', KEYS[2], string.lower(item)) == 1 then
     redis.call('XADD', KEYS[1], '*', 'item', item)
     added = added + 1
   end
@@ -87,7 +90,7 @@ local before = redis.call('SCARD', queued)
 for i = 7, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
   if redis.call('XACK', stream, 'workers', id) == 1 then
-    redis.call('SREM', queued, item)
+    redis.call('SREM', queued, item, string.lower(item))
     redis.call('HSET', done, item, ARGV[6])
     redis.call('HDEL', tries, item)
     redis.call('HDEL', failed, item)
@@ -110,7 +113,7 @@ local function deliver(id, fields, reclaimed)
     redis.call('HSET', failed, item, 'gave up after ' .. (n - 1) .. ' attempts: the worker holding it stopped')
     redis.call('XACK', stream, 'workers', id)
     redis.call('XDEL', stream, id)
-    redis.call('SREM', queued, item)
+    redis.call('SREM', queued, item, string.lower(item))
     return
   end
   out[#out + 1] = id; out[#out + 1] = item; out[#out + 1] = n; out[#out + 1] = reclaimed and 1 or 0
@@ -136,7 +139,7 @@ for i = 2, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
   if redis.call('XACK', KEYS[1], 'workers', id) == 1 then
     n = n + 1
-    redis.call('SREM', KEYS[2], item)
+    redis.call('SREM', KEYS[2], item, string.lower(item))
     redis.call('HSET', KEYS[4], item, ARGV[1])
     redis.call('HDEL', KEYS[3], item)
     redis.call('HDEL', KEYS[5], item)
@@ -157,7 +160,7 @@ redis.call('XDEL', KEYS[1], id)
 local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
 if ARGV[5] == '1' or n >= max then
   redis.call('HSET', KEYS[4], item, reason)
-  redis.call('SREM', KEYS[2], item)
+  redis.call('SREM', KEYS[2], item, string.lower(item))
   left_after(KEYS[2], KEYS[5], true)
   return 'parked'
 end
@@ -194,7 +197,7 @@ for i = 5, #ARGV, 2 do
   if (i - 5) / 2 < nfinished then
     if redis.call('XACK', stream, 'workers', id) == 1 then
       acked = acked + 1
-      redis.call('SREM', queued, item)
+      redis.call('SREM', queued, item, string.lower(item))
       redis.call('HSET', done, item, now)
       redis.call('HDEL', tries, item)
       redis.call('HDEL', failed, item)
