@@ -371,6 +371,10 @@ describe("the shared work queue", function()
         local ok, err = pcall(q.wait, q, bad)
         assert(not ok and err:find("seconds from 0 to 86400", 1, true), tostring(err))
       end
+      for _, bad in ipairs({ "x", 0, -1, 1.5, 0 / 0, 1 / 0, {} }) do
+        local ok, err = pcall(q.take, q, bad)
+        assert(not ok and err:find("a whole number of items, at least 1", 1, true), tostring(err))
+      end
       local names = {}
       for _, it in ipairs(items) do
         local repos = assert(fleet.fetch_repositories(it.item))

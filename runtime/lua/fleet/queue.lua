@@ -333,8 +333,12 @@ end
 -- or in progress (those just taken among them), or nil, err (nothing
 -- acknowledged).
 function Queue:take(n, doing, done)
+  n = n or 1
+  if math.tointeger(n) == nil or n < 1 then
+    error("bad argument #1 to 'take' (a whole number of items, at least 1, expected)", 2)
+  end
   local k = self.keys
-  local args = { self.consumer, n or 1, math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
+  local args = { self.consumer, math.tointeger(n), math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
     tostring(core.now()) }
   for _, it in ipairs(done or {}) do
     args[#args + 1] = it.id
