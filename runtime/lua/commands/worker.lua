@@ -77,7 +77,9 @@ if not made then fail(merr) end
 -- A folder this worker cannot write to fails here, before it takes an
 -- owner: else it would fetch every owner of the queue and write none.
 local probe, perr = fleet.writer({ format = "ndjson", output = opts.output_dir .. "/.gitfleet-worker-probe" })
-if not probe then fail(("cannot write files in %s: %s"):format(opts.output_dir, tostring(perr):match(": ([^:]+)$") or perr)) end
+if not probe then
+  fail(("cannot write files in %s: %s"):format(opts.output_dir, tostring(perr):match(": ([^:]+)$") or perr))
+end
 probe:discard()
 
 local lease = core.redis_info().lease
@@ -176,18 +178,16 @@ local function work(it)
   else
     written, err, local_failure = fetch_owner(it, provider, owner)
   end
-  if local_failure then
+  if written then
+    acks[#acks + 1] = it
+    q:finished(it)
+    done = done + 1
+  elseif local_failure then
     -- Not the owner's failure, so not one of its attempts: the owner is
     -- given back when this worker ends, for a worker that can write.
     cannot_write = cannot_write or err
     log("%s: %s (given back; this worker takes no more owners)", it.item, err)
-  elseif written then
-    acks[#acks + 1] = it
-    q:finished(it)
-    done = done + 1
-  end
-  if local_failure then -- nothing more: given back at the end
-  elseif err and type(err) == "table" and err.kind == "interrupted" then
+  elseif type(err) == "table" and err.kind == "interrupted" then
     -- stopped by a signal: not a failed attempt; the queue gives the
     -- owner back when this process ends (Queue:give_back)
     log("%s: %s (given back for another worker)", it.item, cli.describe(err))
