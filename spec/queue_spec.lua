@@ -789,3 +789,38 @@ describe("an owner whose file name would be too long", function()
     assert.equals("ok\n", run.stdout)
   end)
 end)
+
+describe("10,000 owners through two workers", function()
+  -- no rate limits: 10,000 owners take some 15,000 requests, more than the
+  -- two tokens' hourly budgets
+  with_world({ generate = { count = 10000, total_repos = 20000, prefix = "w", large = 0 }, tokens = TOKENS,
+    limits = { github = cjson.null } })
+
+  it("writes every owner's file once and every repository once", function()
+    local cfg = config()
+    local names = {}
+    for name in pairs(emu:world().owners) do names[#names + 1] = name end
+    table.sort(names)
+    assert.equals(10000, #names)
+    local dir = gf.tmpdir()
+    gf.write(dir .. "/owners.txt", table.concat(names, "\n") .. "\n")
+    local pushed = gf.run({ "--config", cfg, "queue", "push", "--queue", "tenk", "--owners-file", dir .. "/owners.txt" })
+    assert.equals(0, pushed.code, pushed.stderr)
+    local out = gf.tmpdir()
+    local ws = { start_worker(cfg, "tenk", out), start_worker(cfg, "tenk", out) }
+    wait_all(ws, 300)
+    local written = 0
+    for _, w in ipairs(ws) do
+      written = written + tonumber(w.stderr:match("(%d+) owner%(s%) written") or 0)
+      assert.not_matches("parked", w.stderr, 1, true)
+    end
+    assert.equals(10000, written)
+    local n, dup, files = collect(out)
+    assert.equals(10000, #files)
+    assert.equals(expected(names), n)
+    assert.equals(0, dup)
+    local st = cjson.decode(gf.run({ "--config", cfg, "queue", "status", "--queue", "tenk", "-f", "json" }).stdout)
+    assert.equals(10000, st.done)
+    assert.equals(0, st.queued)
+  end)
+end)
