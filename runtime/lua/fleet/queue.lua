@@ -38,6 +38,12 @@ Queue.__index = Queue
 -- queue finished or has work again, without asking over and over. The
 -- stream keeps the last few entries only.
 local EVENT = [[
+-- The set of items queued or in progress holds each in lower case: owner
+-- names are compared ignoring case, as providers and `gitfleet fetch`
+-- compare them. A removal takes the item as given too, which is how sets
+-- written before held it.
+local function enqueue(queued, item) return redis.call('SADD', queued, string.lower(item)) == 1 end
+local function unqueue(queued, item) redis.call('SREM', queued, item, string.lower(item)) end
 local function event(events, what)
   redis.call('XADD', events, 'MAXLEN', '~', 32, '*', 'e', what)
 end
@@ -56,15 +62,12 @@ end
 
 -- push: adds each item not already waiting or in progress (and makes the
 -- consumer group once). KEYS: stream, queued set, events. ARGV: items.
--- Returns the number added. Owner names are compared ignoring case, as
--- providers and `gitfleet fetch` compare them: the queued set holds each
--- item in lower case (removals take the item as given too, which is how
--- sets written before did it).
+-- Returns the number added.
 local PUSH = EVENT .. [[
 local added = 0
 redis.pcall('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
 for _, item in ipairs(ARGV) do
-  if redis.call('SADD', KEYS[2], string.lower(item)) == 1 then
+  if enqueue(KEYS[2], item) then
     redis.call('XADD', KEYS[1], '*', 'item', item)
     added = added + 1
   end
@@ -90,7 +93,7 @@ local before = redis.call('SCARD', queued)
 for i = 7, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
   if redis.call('XACK', stream, 'workers', id) == 1 then
-    redis.call('SREM', queued, item, string.lower(item))
+    unqueue(queued, item)
     redis.call('HSET', done, item, ARGV[6])
     redis.call('HDEL', tries, item)
     redis.call('HDEL', failed, item)
@@ -113,7 +116,7 @@ local function deliver(id, fields, reclaimed)
     redis.call('HSET', failed, item, 'gave up after ' .. (n - 1) .. ' attempts: the worker holding it stopped')
     redis.call('XACK', stream, 'workers', id)
     redis.call('XDEL', stream, id)
-    redis.call('SREM', queued, item, string.lower(item))
+    unqueue(queued, item)
     return
   end
   out[#out + 1] = id; out[#out + 1] = item; out[#out + 1] = n; out[#out + 1] = reclaimed and 1 or 0
@@ -139,7 +142,7 @@ for i = 2, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
   if redis.call('XACK', KEYS[1], 'workers', id) == 1 then
     n = n + 1
-    redis.call('SREM', KEYS[2], item, string.lower(item))
+    unqueue(KEYS[2], item)
     redis.call('HSET', KEYS[4], item, ARGV[1])
     redis.call('HDEL', KEYS[3], item)
     redis.call('HDEL', KEYS[5], item)
@@ -160,7 +163,7 @@ redis.call('XDEL', KEYS[1], id)
 local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
 if ARGV[5] == '1' or n >= max then
   redis.call('HSET', KEYS[4], item, reason)
-  redis.call('SREM', KEYS[2], item, string.lower(item))
+  unqueue(KEYS[2], item)
   left_after(KEYS[2], KEYS[5], true)
   return 'parked'
 end
@@ -197,7 +200,7 @@ for i = 5, #ARGV, 2 do
   if (i - 5) / 2 < nfinished then
     if redis.call('XACK', stream, 'workers', id) == 1 then
       acked = acked + 1
-      redis.call('SREM', queued, item, string.lower(item))
+      unqueue(queued, item)
       redis.call('HSET', done, item, now)
       redis.call('HDEL', tries, item)
       redis.call('HDEL', failed, item)
@@ -333,12 +336,12 @@ end
 -- or in progress (those just taken among them), or nil, err (nothing
 -- acknowledged).
 function Queue:take(n, doing, done)
-  n = n or 1
-  if math.tointeger(n) == nil or n < 1 then
+  local count = math.tointeger(n or 1)
+  if not count or count < 1 then
     error("bad argument #1 to 'take' (a whole number of items, at least 1, expected)", 2)
   end
   local k = self.keys
-  local args = { self.consumer, math.tointeger(n), math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
+  local args = { self.consumer, count, math.floor(self.info.lease * 1000), self.info.max_attempts, self:beat(doing),
     tostring(core.now()) }
   for _, it in ipairs(done or {}) do
     args[#args + 1] = it.id
