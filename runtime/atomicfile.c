@@ -2,7 +2,17 @@
  * directory is atomic: a reader sees the old file or the new one, never a
  * part. fsync before the rename, so a crash right after it cannot leave an
  * empty file under the target's name; fsync of the directory after it, so
- * the rename itself is on disk when the run says it is done. */
+ * the rename itself is on disk when the run says it is done.
+ *
+ * Many small files (a queue worker's, one per owner) can instead be
+ * renamed at once and synced later, together (sync_later, then
+ * fleet_atomic_sync): each fsync of its own costs a journal commit and
+ * its disk writes, where files whose writing was started as they were
+ * closed share one. Until the sync, a crash may leave such a file empty
+ * under its name: its caller counts it as written only after the sync.
+ * The sync goes through the descriptor kept open, so a file moved or
+ * removed meanwhile (a consumer taking files as they appear) is synced
+ * all the same. */
 #include "atomicfile.h"
 
 #include <errno.h>
@@ -10,9 +20,11 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -127,6 +139,7 @@ int fleet_atomic_open(struct fleet_atomic *a, const char *path)
 {
     memset(a, 0, sizeof *a);
     a->fd = -1;
+    a->unsynced_fd = -1;
     a->slot = -1;
     if (!*path)
         return ENOENT; /* as open("") says; not a temporary file in "." */
@@ -169,33 +182,118 @@ static void sync_directory(const char *path)
     free(d);
 }
 
+/* Renamed files whose descriptors wait for fleet_atomic_sync. Beyond
+ * MAX_UNSYNCED, or a quarter of the descriptors this process may open, a
+ * commit syncs at once instead, so that a caller that syncs late cannot
+ * run out of descriptors. */
+#define MAX_UNSYNCED 256
+static atomic_int unsynced;
+
+static int unsynced_cap(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < MAX_UNSYNCED)
+        return (int)(rl.rlim_cur / 4);
+    return MAX_UNSYNCED;
+}
+
+static void close_unsynced(struct fleet_atomic *a)
+{
+    if (a->unsynced_fd < 0)
+        return;
+    close(a->unsynced_fd);
+    a->unsynced_fd = -1;
+    atomic_fetch_sub(&unsynced, 1);
+}
+
 int fleet_atomic_commit(struct fleet_atomic *a)
 {
     if (a->fd < 0)
         return EBADF;
     int err = 0;
-    if (!a->direct && fsync(a->fd) != 0)
+    bool later = !a->direct && a->sync_later && atomic_fetch_add(&unsynced, 1) < unsynced_cap();
+    if (!a->direct && a->sync_later && !later)
+        atomic_fetch_sub(&unsynced, 1);
+    if (later) {
+        /* Starts the disk's writing now, so that the fsyncs of a batch
+         * find the data written and share one journal commit. */
+        sync_file_range(a->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    } else if (!a->direct && fsync(a->fd) != 0) {
         err = errno;
-    if (close(a->fd) != 0 && !err)
+    }
+    if (!later && close(a->fd) != 0 && !err)
         err = errno; /* a deferred write error (NFS) */
+    if (later)
+        a->unsynced_fd = a->fd;
     a->fd = -1;
     if (!err && !a->direct && rename(a->temp, a->target) != 0)
         err = errno;
     if (err) {
+        close_unsynced(a);
         fleet_atomic_discard(a);
         return err;
     }
     untrack(a);
+    free(a->temp);
+    a->temp = NULL;
+    if (later)
+        return 0; /* the target's name is kept for fleet_atomic_sync */
     if (!a->direct)
         sync_directory(a->target);
-    free(a->temp);
     free(a->target);
-    a->temp = a->target = NULL;
+    a->target = NULL;
     return 0;
+}
+
+/* Whether the folder of files[i]'s target is that of one before it. */
+static bool folder_seen(struct fleet_atomic *const *files, size_t i)
+{
+    const char *path = files[i]->target;
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (size_t)(slash - path) : 0;
+    for (size_t k = 0; k < i; k++) {
+        const char *other = files[k]->target;
+        if (!other)
+            continue;
+        const char *s = strrchr(other, '/');
+        if ((s ? (size_t)(s - other) : 0) == len && memcmp(other, path, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+int fleet_atomic_sync(struct fleet_atomic *const *files, size_t n, size_t *failed)
+{
+    int err = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct fleet_atomic *a = files[i];
+        if (a->unsynced_fd < 0)
+            continue; /* synced when committed */
+        if (!err && fsync(a->unsynced_fd) != 0) {
+            err = errno;
+            *failed = i;
+        }
+        if (close(a->unsynced_fd) != 0 && !err) {
+            err = errno;
+            *failed = i;
+        }
+        a->unsynced_fd = -1;
+        atomic_fetch_sub(&unsynced, 1);
+    }
+    for (size_t i = 0; i < n && !err; i++)
+        if (files[i]->target && !folder_seen(files, i))
+            sync_directory(files[i]->target);
+    for (size_t i = 0; i < n; i++)
+        if (files[i]->target && files[i]->fd < 0 && !files[i]->temp) {
+            free(files[i]->target);
+            files[i]->target = NULL;
+        }
+    return err;
 }
 
 void fleet_atomic_discard(struct fleet_atomic *a)
 {
+    close_unsynced(a);
     if (a->fd >= 0)
         close(a->fd);
     a->fd = -1;

@@ -21,6 +21,8 @@ struct fleet_atomic {
     char *target; /* the path renamed over (a symlink's destination) */
     char *temp;   /* the temporary file, NULL when direct */
     int slot;     /* index in the table of temporary files, or -1 */
+    bool sync_later; /* commit renames at once; fleet_atomic_sync makes it durable */
+    int unsynced_fd; /* after such a commit, the file's descriptor until synced, else -1 */
 };
 
 /* Opens a temporary file beside path (or path itself when it is not a
@@ -31,8 +33,17 @@ int fleet_atomic_open(struct fleet_atomic *a, const char *path);
 
 /* fsync, close and rename over the target, then fsync its directory.
  * 0, or the errno of the step that failed; on failure the temporary file
- * is removed and the target is untouched. Direct files are only closed. */
+ * is removed and the target is untouched. Direct files are only closed.
+ * With sync_later set, only the disk's writing is started before the
+ * rename, and the descriptor is kept for fleet_atomic_sync, which makes
+ * the file durable. */
 int fleet_atomic_commit(struct fleet_atomic *a);
+
+/* For files committed with sync_later: fsync of each, then once of each
+ * folder holding one; their descriptors are closed whatever happens. 0, or
+ * the errno of the first that failed, with *failed its index. Files
+ * synced at their commit (too many were waiting) are skipped. */
+int fleet_atomic_sync(struct fleet_atomic *const *files, size_t n, size_t *failed);
 
 /* Closes and removes the temporary file; the target is untouched.
  * Safe to call after commit or twice. */

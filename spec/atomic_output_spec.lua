@@ -380,6 +380,44 @@ print(ok, err and err:match("closed") ~= nil)
     assert.are.same({}, leftovers(dir))
   end)
 
+  it("files closed with sync_later are synced together, also one moved away first; descriptors stay bounded", function()
+    -- gitfleet worker renames each owner's file into place at once and
+    -- syncs a batch of them before acknowledging; a consumer may take a
+    -- file away as it appears, and the sync goes through the descriptor,
+    -- not the name. With 64 descriptors, at most 16 wait for a sync: the
+    -- closes beyond sync at once, and all 300 files are written.
+    local dir = gf.tmpdir()
+    local r = gf.run_script(([[
+local core = require("fleet.core")
+local closed = {}
+for i = 1, 300 do
+  local w = assert(fleet.writer({ output = ("%%s/f%%03d.ndjson"):format(%q, i), sync_later = true }))
+  assert(w:write({ id = i }))
+  assert(w:close())
+  closed[i] = w
+end
+assert(os.rename(%q .. "/f001.ndjson", %q .. "/taken.ndjson"))
+print(core.sync_written(closed))
+print(core.sync_written(closed)) -- again: nothing left to sync
+print(pcall(core.sync_written, { 1 }))
+local open = assert(fleet.writer({ output = %q .. "/open.ndjson", sync_later = true }))
+print(pcall(core.sync_written, { open }))
+open:discard()
+]]):format(dir, dir, dir, dir), nil, { before = "ulimit -n 64;" })
+    assert.are.equal(0, r.code, r.stderr)
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal("true", lines[1])
+    assert.are.equal("true", lines[2])
+    assert.matches("^false\t.*bad argument #1 to 'fleet.core.sync_written' %(expected closed writers%)", lines[3])
+    assert.matches("^false\t.*expected closed writers", lines[4])
+    local n = tonumber((gf.capture("ls -A " .. gf.quote(dir) .. " | wc -l"):gsub("%s", "")))
+    assert.are.equal(300, n)
+    assert.are.equal(1, gf.ndjson(gf.slurp(dir .. "/taken.ndjson"))[1].id)
+    assert.are.equal(300, gf.ndjson(gf.slurp(dir .. "/f300.ndjson"))[1].id)
+    assert.are.same({}, leftovers(dir))
+  end)
+
   it("2,000 tasks closing a writer each at once, with 256 file descriptors: every file is written", function()
     -- A close in a task waits for its commit with the file open; commits
     -- beyond a few waiting are done at once, so descriptors do not pile up.

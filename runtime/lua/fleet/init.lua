@@ -524,6 +524,9 @@ function fleet.writer(opts)
     fields = opts.fields or records.repository_fields,
     all_fields = opts.all_fields ~= false and format ~= "csv",
     null = json.null,
+    -- w:close() renames without waiting for the disk; the caller then
+    -- syncs many files at once (fleet.core.sync_files; gitfleet worker)
+    sync_later = opts.sync_later,
   })
 end
 
