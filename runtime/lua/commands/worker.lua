@@ -15,8 +15,9 @@ usage: gitfleet worker --queue NAME --output-dir DIR [OPTIONS]
 
 Takes owners from the queue NAME (filled by `gitfleet queue push`), fetches
 every repository of each, and writes them to DIR/PROVIDER/OWNER.ndjson: the
-file appears whole (written to a temporary name, then renamed) before the
-owner is acknowledged. Needs a shared: section in the configuration. In
+file appears whole (written to a temporary name, then renamed) and is on
+disk (synced, with the others written meanwhile) before the owner is
+acknowledged. Needs a shared: section in the configuration. In
 OWNER, bytes outside [A-Za-z0-9._-] are written %XX (a/b is a%2Fb); a name
 longer than 200 bytes so written is cut and ends with ~ and a digest.
 
@@ -40,8 +41,9 @@ Options:
   -h, --help             show this help
 
 SIGTERM or SIGINT stops a worker at once: the owners whose files are
-written are acknowledged, and those it was still fetching are given back,
-for another worker to take at once. A worker that cannot end that way
+written and synced are acknowledged, and the others it holds (still
+fetching, or their files not yet synced) are given back, for another
+worker to take at once. A worker that cannot end that way
 (SIGKILL, a lost machine) leaves its owners to others after shared.lease.
 
 A worker checks that it can write files in DIR before it takes an owner. One
@@ -124,9 +126,10 @@ end
 -- Fetches owner and writes its records to DIR/PROVIDER/OWNER.ndjson
 -- through a temporary file and a rename, so the file appears whole. The
 -- file is written at the end, at once: one open file per worker, however
--- many owners it fetches at a time. Returns true, or nil, err (a fetch
--- error as a table, a file error as text), and true when the failure is
--- this worker's files, not the owner.
+-- many owners it fetches at a time. Returns the file's writer, closed (the
+-- file is in place, not yet synced: see sync_written), or nil, err (a
+-- fetch error as a table, a file error as text), and true when the failure
+-- is this worker's files, not the owner.
 local function fetch_owner(it, provider, owner)
   local chunks, perr = fetch_pages(it, provider, owner)
   if not chunks then
@@ -141,9 +144,10 @@ local function fetch_owner(it, provider, owner)
   local made_dir, derr = core.mkdir(dir)
   if not made_dir then return failed(derr) end
   -- The writer replaces the file at once (a temporary file beside it,
-  -- synced, renamed, the folder synced): the owner's file is complete and
-  -- on disk under its own name before the owner is acknowledged.
-  local w, werr = fleet.writer({ format = "ndjson", output = dir .. "/" .. file_name(owner) .. ".ndjson" })
+  -- renamed): the owner's file is complete under its own name. It is on
+  -- disk before the owner is acknowledged: sync_written.
+  local w, werr = fleet.writer({ format = "ndjson", output = dir .. "/" .. file_name(owner) .. ".ndjson",
+    sync_later = true })
   if not w then return failed(werr) end
   for _, c in ipairs(chunks) do
     local written, e = w:write_encoded(c.text, c.n)
@@ -154,7 +158,7 @@ local function fetch_owner(it, provider, owner)
   end
   local closed, cerr = w:close()
   if not closed then return failed(cerr) end
-  return true
+  return w
 end
 
 local active, nactive = {}, 0
@@ -170,18 +174,73 @@ local last_flush = core.now()
 local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"):format(...)) end
 Share.log = log
 
+-- What the main loop does next changed (an owner done or written, a sync
+-- over). A signal while the loop is not waiting (a take in flight) would
+-- be lost and the loop would wait out its timeout: `changed` makes it look
+-- again at once instead.
+local changed = false
+local function wake()
+  changed = true
+  finished:signal()
+end
+
+local function release(it)
+  active[it.id] = nil
+  nactive = nactive - 1
+  wake()
+end
+
+-- Owners whose files are in place but not yet synced to disk. One sync at
+-- a time makes all of them durable together (fleet.core.sync_written): an
+-- fsync per file would cost a journal commit and its disk writes each.
+-- Only then are they done and acknowledged; until then they hold their
+-- slots, and a worker that stops gives them back.
+local unsynced, syncing = {}, false
+
+local function sync_written()
+  local batch = unsynced
+  unsynced = {}
+  local files = {}
+  for i, it in ipairs(batch) do
+    files[i] = it.file
+    it.file = nil
+  end
+  local synced, err = core.sync_written(files)
+  if not synced then cannot_write = cannot_write or err end
+  for _, it in ipairs(batch) do
+    if synced then
+      acks[#acks + 1] = it
+      q:finished(it)
+      done = done + 1
+    else
+      log("%s: %s (given back; this worker takes no more owners)", it.item, err)
+    end
+    release(it)
+  end
+  syncing = false
+end
+
 local function work(it)
   local provider, owner, bad = split(it.item)
   local written, err, local_failure
   if bad then
     err = { kind = "config", message = bad .. " in this worker's configuration" }
   else
-    written, err, local_failure = fetch_owner(it, provider, owner)
+    -- An error raised here is a defect, not the owner's: the owner is
+    -- given back when this worker ends, instead of holding its slot for
+    -- ever (so the worker would never end).
+    local ok, a, b, c = xpcall(fetch_owner, debug.traceback, it, provider, owner)
+    if ok then
+      written, err, local_failure = a, b, c
+    else
+      written, err, local_failure = nil, "internal error: " .. tostring(a), true
+    end
   end
   if written then
-    acks[#acks + 1] = it
-    q:finished(it)
-    done = done + 1
+    it.file = written
+    unsynced[#unsynced + 1] = it
+    wake()
+    return
   elseif local_failure then
     -- Not the owner's failure, so not one of its attempts: the owner is
     -- given back when this worker ends, for a worker that can write.
@@ -204,9 +263,7 @@ local function work(it)
       log("%s: %s (left for another worker)", it.item, reason)
     end
   end
-  active[it.id] = nil
-  nactive = nactive - 1
-  finished:signal()
+  release(it)
 end
 
 -- Pages of another worker's large owner: fetched, then put back for it.
@@ -214,7 +271,7 @@ local function help(range)
   local ok, err = pcall(Share.help, q, range, encoder)
   if not ok then log("helping with %s: %s", tostring(range.owner), tostring(err)) end
   nactive, helping = nactive - 1, helping - 1
-  finished:signal()
+  wake()
 end
 
 -- Acknowledgements go in batches; one that cannot be sent (Redis away)
@@ -255,6 +312,11 @@ local TAKE_AT_MOST = 4
 local HELP_AT_ONCE = 2
 
 while true do
+  changed = false
+  if #unsynced > 0 and not syncing then
+    syncing = true
+    core.spawn(sync_written)
+  end
   local now = core.now()
   -- Take whenever a slot is free; after an empty take, wait a moment
   -- before asking again ...
@@ -330,7 +392,7 @@ while true do
       last_empty = -math.huge
     else
       -- Busy: look again soon, as requests leave the wait before owners end.
-      finished:wait((nactive > 0 and not room) and 0.05 or 0.5)
+      if not changed then finished:wait((nactive > 0 and not room) and 0.05 or 0.5) end
     end
   end
 end
