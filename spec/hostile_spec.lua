@@ -222,6 +222,47 @@ return P
     return r, rec
   end
 
+  it("a plugin's repositories() that raises, returns a message, a number or nothing costs that owner only", function()
+    -- A raise here ended fetch's task for the owner: the owner was lost
+    -- with exit 0 and not a word, and a worker waited for it for ever.
+    local rec = recorder.start()
+    local dir = gf.tmpdir()
+    gf.write(dir .. "/shaky.lua", ([[
+local P = { base_url = %q, auth = { header = "Authorization" }, pagination = { style = "none" } }
+function P.repositories(api, owner, opts)
+  if owner == "raises" then error("no such luck") end
+  if owner == "says" then return nil, "a bare message" end
+  if owner == "number" then return 42 end
+  if owner == "nothing" then return nil end
+  return api:pages("/list/" .. owner)
+end
+function P.normalize_repository(r) return { name = r.name } end
+return P
+]]):format(rec.url))
+    local cfg = gf.config({ providers = { shaky = { base_url = rec.url } }, plugin_paths = { dir } })
+    local r = gf.run({ "--config", cfg, "fetch", "-p", "shaky", "raises", "says", "number", "nothing", "fine" })
+    local s = gf.run_script([[
+for _, o in ipairs({ "raises", "says", "number", "nothing", "fine" }) do
+  local ok, recs, err = pcall(fleet.fetch_repositories, o, { provider = "shaky" })
+  if not ok then recs, err = "raised", { kind = tostring(recs):match("shaky%.lua:%d+: no such luck") } end
+  print(o, type(recs) == "table" and #recs or tostring(recs), err and err.kind or "-")
+end
+]], cfg)
+    rec:stop()
+    assert.are.equal(1, r.code, r.stderr)
+    assert.matches("raises: [^\n]*shaky%.lua:3: no such luck", r.stderr)
+    assert.matches("says: [^\n]*a bare message", r.stderr)
+    assert.matches("number: [^\n]*repositories%(%) returned a number, not pages", r.stderr)
+    assert.matches("nothing: [^\n]*returned neither pages nor an error", r.stderr)
+    assert.matches("4 of 5 owners failed", r.stderr)
+    -- a script gets the plugin's raise as a raise (as an argument error
+    -- of its own would be), naming the plugin's line, and the rest as
+    -- nil, err
+    assert.are.equal(0, s.code, s.stderr)
+    assert.are.equal("raises\traised\tshaky.lua:3: no such luck\nsays\tnil\tdecode\nnumber\tnil\tdecode\n"
+      .. "nothing\tnil\tdecode\nfine\t0\t-\n", s.stdout)
+  end)
+
   it("takes the shared string metatable out of a plugin's reach (issue: __index hijack)", function()
     local r = probe([[
 report("getmetatable('')", getmetatable(""))

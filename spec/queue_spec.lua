@@ -469,6 +469,31 @@ describe("the shared work queue", function()
     assert.equals(alone, emu:stats().by_path_kind.repo_list)
   end)
 
+  it("parks an owner whose provider plugin raises, with the plugin's file and line, and ends", function()
+    -- The github plugin, but its repositories() raises for own-0002. The
+    -- raise ended the owner's task and left its slot taken: the worker
+    -- never ended. Now it is the owner's failure, retried and parked, its
+    -- reason the plugin's file and line.
+    local dir = gf.tmpdir()
+    local source = assert(io.open("providers/github.lua")):read("a")
+    local patched, n = source:gsub("(function P%.repositories%(api, owner, opts%)\n)",
+      '%1  if owner == "own-0002" then error("no such luck") end\n')
+    assert.equals(1, n)
+    gf.write(dir .. "/broken.lua", patched)
+    local cfg = config({ plugin_paths = { dir } })
+    local text = gf.slurp(cfg):gsub("(base_url: [^\n]*\n)", "%1    plugin: broken\n", 1)
+    gf.write(cfg, text)
+    assert.equals(0, push(cfg, "broken", owners(3)).code)
+    local out = gf.tmpdir()
+    local run = gf.run({ "--config", cfg, "worker", "--queue", "broken", "-d", out }, { timeout = 60 })
+    assert.equals(1, run.code, run.stderr)
+    assert.matches("own%-0002: [^\n]*/broken%.lua:%d+: no such luck %(parked after 3 attempt%(s%)%)", run.stderr)
+    local got, dup, files = collect(out)
+    assert.equals(2, #files)
+    assert.equals(expected({ "own-0001", "own-0003" }), got)
+    assert.equals(0, dup)
+  end)
+
   it("takes nothing into a folder it cannot write to, and gives back what it cannot write", function()
     local cfg = config()
     local list = owners(12)

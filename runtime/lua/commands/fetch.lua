@@ -189,17 +189,18 @@ local bar = progress.start(#jobs)
 local failed = 0
 
 local function fetch_one(job, i)
-  local pages, err = fleet.each_repository_page(job.owner, { provider = job.provider, type = opts.type,
-    raw = opts.raw })
-  if pages then
-    local ok, perr = pcall(function()
-      for page in pages do
-        emit(i, page)
-        bar:add_repositories(#page)
-      end
-    end)
-    if not ok then err = perr end
-  end
+  -- Whatever fails for this owner (its pages, or an error raised on the
+  -- way) is counted and said here: fleet.map would only return it.
+  local ok, err = pcall(function()
+    local pages, perr = fleet.each_repository_page(job.owner, { provider = job.provider,
+      type = opts.type, raw = opts.raw })
+    if not pages then error(perr or "no pages", 0) end
+    for page in pages do
+      emit(i, page)
+      bar:add_repositories(#page)
+    end
+  end)
+  if ok then err = nil end
   if err then
     failed = failed + 1
     bar:log(("gitfleet fetch: %s: %s"):format(job.label, cli.describe(err)))

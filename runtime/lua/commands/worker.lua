@@ -226,14 +226,17 @@ local function work(it)
   if bad then
     err = { kind = "config", message = bad .. " in this worker's configuration" }
   else
-    -- An error raised here is a defect, not the owner's: the owner is
-    -- given back when this worker ends, instead of holding its slot for
-    -- ever (so the worker would never end).
+    -- An error raised on the way (a provider plugin's, say) is this
+    -- owner's failure like any other: retried, then parked with the
+    -- error's file and line. Uncaught, it ended the owner's task with its
+    -- slot taken, and the worker never ended.
     local ok, a, b, c = xpcall(fetch_owner, debug.traceback, it, provider, owner)
     if ok then
       written, err, local_failure = a, b, c
     else
-      written, err, local_failure = nil, "internal error: " .. tostring(a), true
+      written, err = nil, { kind = "raised", message = tostring(a):match("^[^\n]*"), provider = provider,
+        owner = owner }
+      log("%s: %s", it.item, tostring(a))
     end
   end
   if written then

@@ -239,12 +239,24 @@ local function open_repositories(owner, opts)
   end
   local api, bad = repositories_api(owner, opts)
   if not api then return nil, bad end
+  -- A plugin that returns a bare message, or something that is not pages,
+  -- costs that owner, with its reason. One that raises raises here, as an
+  -- argument error of the caller's (an unknown opts.type) must: fetch and
+  -- the worker catch it for that owner.
+  local what = "the repositories of " .. owner
   local pages, err = api.plugin.repositories(api, owner, opts or {})
+  if pages and (type(pages) ~= "table" or type(pages.next) ~= "function") then
+    pages, err = nil, ("repositories() returned a %s, not pages"):format(type(pages))
+  elseif not pages and err == nil then
+    err = "repositories() returned neither pages nor an error"
+  end
   if not pages then
-    if err then
-      err.owner = err.owner or owner
-      err.provider = err.provider or api.name
+    if type(err) ~= "table" then
+      err = fleet.error("decode", ("the %s plugin could not read %s: %s"):format(api.name, what, tostring(err)),
+        { provider = api.name })
     end
+    err.owner = err.owner or owner
+    err.provider = err.provider or api.name
     return nil, err
   end
   return pages, page_normalizer(api, opts, owner)
