@@ -386,6 +386,19 @@ describe("provider plugins", function()
     end)
   end)
 
+  it("fetch -p P reads the owners given without PROVIDER: on P; PROVIDER: still picks its own", function()
+    -- -p was read for checks and duplicates only: the owners went to the
+    -- default provider (github here).
+    local r = gitfleet({ "--config", config, "fetch", "-p", "gitlab", "acme", "bitbucket:acme" })
+    assert.equal(0, r.code, r.stderr)
+    local by = {}
+    for line in r.stdout:gmatch("[^\n]+") do
+      local rec = cjson.decode(line)
+      by[rec.provider] = (by[rec.provider] or 0) + 1
+    end
+    assert.same({ gitlab = expected_org("gitlab"), bitbucket = expected_org("bitbucket") }, by)
+  end)
+
   describe("contributors", function()
     it("agree between GitHub and GitLab (all pages)", function()
       local r = ok_run(config, [[

@@ -192,7 +192,7 @@ local function fetch_one(job, i)
   -- Whatever fails for this owner (its pages, or an error raised on the
   -- way) is counted and said here: fleet.map would only return it.
   local ok, err = pcall(function()
-    local pages, perr = fleet.each_repository_page(job.owner, { provider = job.provider,
+    local pages, perr = fleet.each_repository_page(job.owner, { provider = job.provider or opts.provider,
       type = opts.type, raw = opts.raw })
     if not pages then error(perr or "no pages", 0) end
     for page in pages do
