@@ -263,6 +263,31 @@ end
       .. "nothing\tnil\tdecode\nfine\t0\t-\n", s.stdout)
   end)
 
+  it("says whose budgets could not be refreshed when a plugin's rate_limit raises or fails", function()
+    -- fleet.rate_limit dropped both without a word, and showed the rows as
+    -- if refreshed.
+    local dir = gf.tmpdir()
+    gf.write(dir .. "/limits.lua", [[
+local P = { base_url = "http://127.0.0.1:9", auth = { header = "Authorization" }, pagination = { style = "none" } }
+function P.repositories(api, owner) return api:pages("/x") end
+function P.normalize_repository(r) return r end
+function P.rate_limit(api) if api.name == "limits" then error("no limits here") end return api:get("/rate") end
+return P
+]])
+    local cfg = gf.config({ providers = {
+      limits = { base_url = "http://127.0.0.1:9", tokens = { { label = "one", token = "tok-limits-one-SECRET" } } },
+      offline = { plugin = "limits", base_url = "http://127.0.0.1:9",
+        tokens = { { label = "two", token = "tok-offline-two-SECRET" } } },
+    }, retry = { max_attempts = 1, base_delay = 0.01 }, plugin_paths = { dir } })
+    local r = gf.run({ "--config", cfg, "rate-limit" })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("limits: the budgets of token one could not be refreshed: [^\n]*limits%.lua:4: no limits here",
+      r.stderr)
+    assert.matches("offline: the budgets of token two could not be refreshed: [^\n]*127%.0%.0%.1:9/rate", r.stderr)
+    assert.is_nil(r.stderr:find("SECRET", 1, true))
+    assert.is_nil(r.stdout:find("SECRET", 1, true))
+  end)
+
   it("takes the shared string metatable out of a plugin's reach (issue: __index hijack)", function()
     local r = probe([[
 report("getmetatable('')", getmetatable(""))

@@ -455,10 +455,19 @@ function fleet.rate_limit(provider)
       end
     end
   end
-  fleet.map(jobs, function(job)
-    local budgets = job.api.plugin.rate_limit(job.api:with_token(job.label))
-    for _, b in ipairs(budgets or {}) do core.observe_budget(job.api.name, job.label, b) end
+  local _, failed = fleet.map(jobs, function(job)
+    local budgets, err = job.api.plugin.rate_limit(job.api:with_token(job.label))
+    if not budgets then return nil, err end
+    for _, b in ipairs(budgets) do core.observe_budget(job.api.name, job.label, b) end
+    return true
   end)
+  -- A refresh that failed leaves that token's rows as responses taught
+  -- them; say so rather than show them as fresh.
+  for i, err in pairs(failed or {}) do
+    local text = type(err) == "table" and (err.message or err.kind) or err
+    core.log("warn", ("%s: the budgets of token %s could not be refreshed: %s"):format(jobs[i].api.name,
+      jobs[i].label, tostring(text):match("^[^\n]*")))
+  end
   local rows = {}
   for _, name in ipairs(names) do
     for _, row in ipairs(core.budgets(name)) do rows[#rows + 1] = row end
