@@ -211,9 +211,12 @@ int fleet_atomic_commit(struct fleet_atomic *a)
     if (a->fd < 0)
         return EBADF;
     int err = 0;
-    bool later = !a->direct && a->sync_later && atomic_fetch_add(&unsynced, 1) < unsynced_cap();
-    if (!a->direct && a->sync_later && !later)
-        atomic_fetch_sub(&unsynced, 1);
+    bool later = false;
+    if (!a->direct && a->sync_later) {
+        later = atomic_fetch_add(&unsynced, 1) < unsynced_cap();
+        if (!later)
+            atomic_fetch_sub(&unsynced, 1);
+    }
     if (later) {
         /* Starts the disk's writing now, so that the fsyncs of a batch
          * find the data written and share one journal commit. */
@@ -283,11 +286,10 @@ int fleet_atomic_sync(struct fleet_atomic *const *files, size_t n, size_t *faile
     for (size_t i = 0; i < n && !err; i++)
         if (files[i]->target && !folder_seen(files, i))
             sync_directory(files[i]->target);
-    for (size_t i = 0; i < n; i++)
-        if (files[i]->target && files[i]->fd < 0 && !files[i]->temp) {
-            free(files[i]->target);
-            files[i]->target = NULL;
-        }
+    for (size_t i = 0; i < n; i++) {
+        free(files[i]->target); /* kept by the commit for this sync only */
+        files[i]->target = NULL;
+    }
     return err;
 }
 

@@ -1302,7 +1302,7 @@ static int l_writer(lua_State *L)
             return 2;
         }
         w->to_path = true;
-        w->file.sync_later = sync_later; /* the caller syncs: fleet.core.sync_files */
+        w->file.sync_later = sync_later; /* the caller syncs: fleet.core.sync_written */
         fd = w->file.fd;
     }
     fleet_out_init(&w->out, fd, false); /* a path's descriptor is w->file's */

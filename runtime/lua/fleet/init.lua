@@ -243,7 +243,6 @@ local function open_repositories(owner, opts)
   -- costs that owner, with its reason. One that raises raises here, as an
   -- argument error of the caller's (an unknown opts.type) must: fetch and
   -- the worker catch it for that owner.
-  local what = "the repositories of " .. owner
   local pages, err = api.plugin.repositories(api, owner, opts or {})
   if pages and (type(pages) ~= "table" or type(pages.next) ~= "function") then
     pages, err = nil, ("repositories() returned a %s, not pages"):format(type(pages))
@@ -252,8 +251,8 @@ local function open_repositories(owner, opts)
   end
   if not pages then
     if type(err) ~= "table" then
-      err = fleet.error("decode", ("the %s plugin could not read %s: %s"):format(api.name, what, tostring(err)),
-        { provider = api.name })
+      err = fleet.error("decode", ("the %s plugin could not read the repositories of %s: %s"):format(api.name, owner,
+        tostring(err)), { provider = api.name })
     end
     err.owner = err.owner or owner
     err.provider = err.provider or api.name
@@ -546,7 +545,7 @@ function fleet.writer(opts)
     all_fields = opts.all_fields ~= false and format ~= "csv",
     null = json.null,
     -- w:close() renames without waiting for the disk; the caller then
-    -- syncs many files at once (fleet.core.sync_files; gitfleet worker)
+    -- syncs many files at once (fleet.core.sync_written; gitfleet worker)
     sync_later = opts.sync_later,
   })
 end
