@@ -31,6 +31,15 @@ BENCH_SCALEOUT picks the jobs (default s1,s2,s3).
 Every run's output must hold each expected repository exactly once (else
 FAILED). Medians over BENCH_ROUNDS rounds (default 3). Standard library only;
 talks to 127.0.0.1 only. Results: stdout and bench/results/scaleout.md.
+
+Files: a worker writes one file per owner, so what the file system charges
+for creating a file counts here. Every run's output stays until the bench
+ends (about 25 MB a run of s3): deleting each round's files before the next
+made ext4 without a journal scan past the just-deleted inodes on every
+create. BENCH_DIR picks the folder the bench works in (default: the system's
+temporary folder); the report says what creating 200 empty files cost there
+before the first round, which on one machine was 4 ms in a quiet folder and
+60-170 ms in a /tmp where test suites had just deleted thousands of files.
 """
 
 from __future__ import annotations
@@ -168,14 +177,13 @@ def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Pa
     wall, errs = run_processes([[gf, "--config", str(cfg), "worker", "--queue", "bench", "-d", str(out)]] * n, out)
     stats = emu.control("/_emulator/stats")
     got, dup = count_records(sorted(out.glob("*/*.ndjson")))
-    requests = trips = 0
+    requests = trips = 0  # the output stays until the bench ends: see the top
     for e in errs:
         for line in e.splitlines():
             if "Redis round trips" in line:
                 words = line.split()
                 requests += int(words[2])
                 trips += int(words[4])
-    shutil.rmtree(out, ignore_errors=True)
     return {"wall": wall, "refused": stats["primary_limited"], "requests": stats["requests"],
             "trips_per_request": trips / requests if requests else None, "ok": got == want and dup == 0,
             "got": got, "dup": dup}
@@ -189,7 +197,6 @@ def fetch_run(gf: str, cfg: Path, emu: Emulator, parts: list[Path], want: int, w
     wall, _ = run_processes(cmds, out)
     stats = emu.control("/_emulator/stats")
     got, dup = count_records(sorted(out.glob("part*.ndjson")))
-    shutil.rmtree(out, ignore_errors=True)
     return {"wall": wall, "refused": stats["primary_limited"], "requests": stats["requests"],
             "trips_per_request": None, "ok": got == want and dup == 0, "got": got, "dup": dup}
 
@@ -199,6 +206,15 @@ def warm_per_token(gf: str, emu: Emulator, owners_file: Path, want: int, work: P
     for every account before anything is measured."""
     for i, tok in enumerate(TOKENS):
         fetch_run(gf, config(work / f"warm{i}.yaml", emu, None, [tok]), emu, [owners_file], want, work)
+
+
+def create_cost(work: Path, n: int = 200) -> float:
+    """Milliseconds to create n empty files in a new folder under work (kept)."""
+    folder = Path(tempfile.mkdtemp(dir=work))
+    start = time.perf_counter()
+    for i in range(n):
+        os.close(os.open(folder / f"f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    return (time.perf_counter() - start) * 1000
 
 
 def split_by_size(world: dict, owners: list[str], work: Path) -> list[Path]:
@@ -246,7 +262,7 @@ def fmt(v, spec="{:.2f}"):
 
 def main(gitfleet: str) -> int:
     rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
-    work = Path(tempfile.mkdtemp(prefix="gitfleet-scaleout-"))
+    work = Path(tempfile.mkdtemp(prefix="gitfleet-scaleout-", dir=os.environ.get("BENCH_DIR") or None))
     gf = str(work / "gitfleet")
     shutil.copy2(gitfleet, gf)  # a rebuild during the bench cannot change what is measured
     src = Path(gitfleet).parent / "providers"
@@ -254,6 +270,8 @@ def main(gitfleet: str) -> int:
     rows: dict[str, list[dict]] = {}
     jobs = set(os.environ.get("BENCH_SCALEOUT", "s1,s2,s3").split(","))
     started = time.time()
+    creates = create_cost(work)
+    log(f"creating 200 empty files in {work} took {creates:.1f} ms")
     try:
         tokens = [{"token": t, "provider": "github", "account": a} for _, t, a in TOKENS]
         redis = Redis(work)
@@ -343,7 +361,8 @@ def main(gitfleet: str) -> int:
              "s3-2": "2 workers", "s3-split": "2 `fetch` processes, owners split in advance by size (reference)"}
     out = ["## Scale-out: workers sharing tokens and one queue through Redis", "",
            f"{time.strftime('%Y-%m-%d %H:%M %Z')}; medians of {rounds} rounds; `bench/scaleout.py` "
-           f"(took {(time.time() - started) / 60:.1f} min).", "",
+           f"(took {(time.time() - started) / 60:.1f} min); creating 200 empty files in the bench's folder took "
+           f"{creates:.1f} ms before the first round.", "",
            f"(s1) 3 tokens of {QUOTA['limit']} requests per {QUOTA['window']} s; 4 organisations of 3,000 "
            f"repositories + 200 small owners ({want:,} repositories, {fmt(requests_needed, '{:.0f}')} requests "
            f"for one worker, {fmt(windows, '{:.0f}')} windows of {per_window}): the limits allow no less than "
