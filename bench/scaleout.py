@@ -29,7 +29,10 @@ temporary folder):
 BENCH_SCALEOUT picks the jobs (default s1,s2,s3).
 
 Every run's output must hold each expected repository exactly once (else
-FAILED). Medians over BENCH_ROUNDS rounds (default 3). Standard library only;
+FAILED). Besides wall time, (s2) and (s3) report the CPU seconds the
+gitfleet processes of a run used together (user + system) and Redis's own
+(its INFO cpu): where two workers fall short of the reference, CPU says
+whether they did more work or waited. Medians over BENCH_ROUNDS rounds (default 3). Standard library only;
 talks to 127.0.0.1 only. Results: stdout and bench/results/scaleout.md.
 
 Files: a worker writes one file per owner, so what the file system charges
@@ -47,6 +50,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -119,6 +123,11 @@ class Redis:
         r = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
         return r.stdout.strip()
 
+    def cpu(self) -> float:
+        """CPU seconds the server has used so far (its INFO cpu)."""
+        fields = dict(line.split(":", 1) for line in self.cli("INFO", "cpu").splitlines() if ":" in line)
+        return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
@@ -151,8 +160,11 @@ def count_records(files: list[Path]) -> tuple[int, int]:
     return n, dup
 
 
-def run_processes(cmds: list[list[str]], work: Path) -> tuple[float, list[str]]:
+def run_processes(cmds: list[list[str]], work: Path) -> tuple[float, list[str], float]:
+    """Runs cmds at once: wall seconds, each one's stderr, and the CPU seconds
+    (user + system) the processes used together."""
     errs = [work / f"err{i}" for i in range(len(cmds))]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=open(e, "w"), stdin=subprocess.DEVNULL)
              for c, e in zip(cmds, errs)]
@@ -164,7 +176,9 @@ def run_processes(cmds: list[list[str]], work: Path) -> tuple[float, list[str]]:
         p.wait()
     wall = time.monotonic() - start
     watchdog.cancel()
-    return wall, [e.read_text() for e in errs]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, [e.read_text() for e in errs], cpu
 
 
 def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Path, n: int, want: int,
@@ -174,7 +188,10 @@ def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Pa
     subprocess.run([gf, "--config", str(cfg), "queue", "push", "--queue", "bench", "--owners-file",
                     str(owners_file)], check=True, capture_output=True)
     out = Path(tempfile.mkdtemp(dir=work))
-    wall, errs = run_processes([[gf, "--config", str(cfg), "worker", "--queue", "bench", "-d", str(out)]] * n, out)
+    redis_cpu = redis.cpu()
+    wall, errs, cpu = run_processes([[gf, "--config", str(cfg), "worker", "--queue", "bench", "-d", str(out)]] * n,
+                                    out)
+    redis_cpu = redis.cpu() - redis_cpu
     stats = emu.control("/_emulator/stats")
     got, dup = count_records(sorted(out.glob("*/*.ndjson")))
     requests = trips = 0  # the output stays until the bench ends: see the top
@@ -184,8 +201,9 @@ def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Pa
                 words = line.split()
                 requests += int(words[2])
                 trips += int(words[4])
-    return {"wall": wall, "refused": stats["primary_limited"], "requests": stats["requests"],
-            "trips_per_request": trips / requests if requests else None, "ok": got == want and dup == 0,
+    return {"wall": wall, "cpu": cpu, "redis_cpu": redis_cpu, "refused": stats["primary_limited"],
+            "requests": stats["requests"], "trips_per_request": trips / requests if requests else None,
+            "ok": got == want and dup == 0,
             "got": got, "dup": dup}
 
 
@@ -194,11 +212,12 @@ def fetch_run(gf: str, cfg: Path, emu: Emulator, parts: list[Path], want: int, w
     out = Path(tempfile.mkdtemp(dir=work))
     cmds = [[gf, "--config", str(cfg), "fetch", "--no-progress", "--format", "ndjson", "--output",
              str(out / f"part{i}.ndjson"), "--owners-file", str(p)] for i, p in enumerate(parts)]
-    wall, _ = run_processes(cmds, out)
+    wall, _, cpu = run_processes(cmds, out)
     stats = emu.control("/_emulator/stats")
     got, dup = count_records(sorted(out.glob("part*.ndjson")))
-    return {"wall": wall, "refused": stats["primary_limited"], "requests": stats["requests"],
-            "trips_per_request": None, "ok": got == want and dup == 0, "got": got, "dup": dup}
+    return {"wall": wall, "cpu": cpu, "redis_cpu": None, "refused": stats["primary_limited"],
+            "requests": stats["requests"], "trips_per_request": None, "ok": got == want and dup == 0, "got": got,
+            "dup": dup}
 
 
 def warm_per_token(gf: str, emu: Emulator, owners_file: Path, want: int, work: Path):
@@ -240,13 +259,15 @@ def outcome(runs: list[dict]) -> str:
 
 def speedup_table(job: str, keys: tuple, rows: dict, names: dict) -> list[str]:
     """Rows of wall time against the first key's (one `gitfleet fetch`)."""
-    out = [f"| ({job}) | wall s | speed-up against 1 process | Redis round trips / request | output |",
-           "|---|---|---|---|---|"]
+    out = [f"| ({job}) | wall s | speed-up against 1 process | CPU s, gitfleet | CPU s, Redis | "
+           "Redis round trips / request | output |",
+           "|---|---|---|---|---|---|---|"]
     base = med(rows.get(keys[0], []), "wall")
     for key in keys:
         runs = rows.get(key, [])
         wall = med(runs, "wall")
         out.append(f"| {names[key]} | {fmt(wall)} | {fmt(base / wall if base and wall else None)}× | "
+                   f"{fmt(med(runs, 'cpu'))} | {fmt(med(runs, 'redis_cpu'), '{:.3f}')} | "
                    f"{fmt(med(runs, 'trips_per_request'), '{:.3f}')} | {outcome(runs)} |")
     return out
 
@@ -272,6 +293,9 @@ def main(gitfleet: str) -> int:
     started = time.time()
     creates = create_cost(work)
     log(f"creating 200 empty files in {work} took {creates:.1f} ms")
+    if creates > 20:
+        log("files are slow to create here (many were deleted here lately?): the workers' one file per owner will "
+            "cost more than in a quiet folder; BENCH_DIR picks another")
     try:
         tokens = [{"token": t, "provider": "github", "account": a} for _, t, a in TOKENS]
         redis = Redis(work)
