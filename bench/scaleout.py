@@ -32,8 +32,9 @@ Every run's output must hold each expected repository exactly once (else
 FAILED). Besides wall time, (s2) and (s3) report the CPU seconds the
 gitfleet processes of a run used together (user + system) and Redis's own
 (its INFO cpu): where two workers fall short of the reference, CPU says
-whether they did more work or waited. Medians over BENCH_ROUNDS rounds (default 3). Standard library only;
-talks to 127.0.0.1 only. Results: stdout and bench/results/scaleout.md.
+whether they did more work or waited. Medians over BENCH_ROUNDS rounds
+(default 3). Standard library only; talks to 127.0.0.1 only. Results:
+stdout and bench/results/scaleout.md.
 
 Files: a worker writes one file per owner, so what the file system charges
 for creating a file counts here. Every run's output stays until the bench
@@ -42,7 +43,7 @@ made ext4 without a journal scan past the just-deleted inodes on every
 create. BENCH_DIR picks the folder the bench works in (default: the system's
 temporary folder); the report says what creating 200 empty files cost there
 before the first round, which on one machine was 4 ms in a quiet folder and
-60-170 ms in a /tmp where test suites had just deleted thousands of files.
+58-171 ms in a /tmp where test suites had just deleted thousands of files.
 """
 
 from __future__ import annotations
@@ -187,14 +188,14 @@ def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Pa
     redis.cli("FLUSHALL")
     subprocess.run([gf, "--config", str(cfg), "queue", "push", "--queue", "bench", "--owners-file",
                     str(owners_file)], check=True, capture_output=True)
-    out = Path(tempfile.mkdtemp(dir=work))
+    out = Path(tempfile.mkdtemp(dir=work))  # kept until the bench ends: see the top
     redis_cpu = redis.cpu()
     wall, errs, cpu = run_processes([[gf, "--config", str(cfg), "worker", "--queue", "bench", "-d", str(out)]] * n,
                                     out)
     redis_cpu = redis.cpu() - redis_cpu
     stats = emu.control("/_emulator/stats")
     got, dup = count_records(sorted(out.glob("*/*.ndjson")))
-    requests = trips = 0  # the output stays until the bench ends: see the top
+    requests = trips = 0
     for e in errs:
         for line in e.splitlines():
             if "Redis round trips" in line:
@@ -203,13 +204,12 @@ def workers_run(gf: str, cfg: Path, emu: Emulator, redis: Redis, owners_file: Pa
                 trips += int(words[4])
     return {"wall": wall, "cpu": cpu, "redis_cpu": redis_cpu, "refused": stats["primary_limited"],
             "requests": stats["requests"], "trips_per_request": trips / requests if requests else None,
-            "ok": got == want and dup == 0,
-            "got": got, "dup": dup}
+            "ok": got == want and dup == 0, "got": got, "dup": dup}
 
 
 def fetch_run(gf: str, cfg: Path, emu: Emulator, parts: list[Path], want: int, work: Path) -> dict:
     emu.control("/_emulator/reset", {})
-    out = Path(tempfile.mkdtemp(dir=work))
+    out = Path(tempfile.mkdtemp(dir=work))  # kept until the bench ends: see the top
     cmds = [[gf, "--config", str(cfg), "fetch", "--no-progress", "--format", "ndjson", "--output",
              str(out / f"part{i}.ndjson"), "--owners-file", str(p)] for i, p in enumerate(parts)]
     wall, _, cpu = run_processes(cmds, out)
