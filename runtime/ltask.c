@@ -225,6 +225,15 @@ static int l_in_task(lua_State *L)
     return 1;
 }
 
+/* fleet.core.idle() -> seconds the event loop has waited with no task
+ * ready to run, since it started: how much of a while a process spent
+ * waiting rather than working. */
+static int l_idle(lua_State *L)
+{
+    lua_pushnumber(L, fleet_sched_idle(fleet_host_from(L)->sched));
+    return 1;
+}
+
 static int l_now(lua_State *L)
 {
     lua_pushnumber(L, fleet_now());
@@ -241,7 +250,7 @@ void fleet_task_register(lua_State *L)
     };
     static const luaL_Reg funcs[] = {
         {"spawn", l_spawn},     {"spawn_background", l_spawn_background},
-        {"sleep", l_sleep},     {"in_task", l_in_task}, {"now", l_now},
+        {"sleep", l_sleep},     {"in_task", l_in_task}, {"now", l_now}, {"idle", l_idle},
         {"condition", l_condition}, {NULL, NULL},
     };
     static const luaL_Reg condition_methods[] = {

@@ -53,6 +53,7 @@ struct fleet_sched {
     struct fleet_done { CURL *easy; CURLcode result; } *done; /* one poll's finished transfers */
     int done_cap;
     double last_read;       /* when the last poll's transfers were read */
+    double idle;            /* seconds spent waiting in poll, in all */
 };
 
 static int signal_pipe[2] = {-1, -1};
@@ -113,6 +114,8 @@ struct fleet_sched *fleet_sched_new(struct fleet_host *host, char *err, size_t e
 CURLM *fleet_sched_multi(struct fleet_sched *s) { return s->multi; }
 struct fleet_task *fleet_sched_main(struct fleet_sched *s) { return s->main; }
 bool fleet_sched_stopping(struct fleet_sched *s) { return s->stop_signal != 0; }
+
+double fleet_sched_idle(const struct fleet_sched *s) { return s->idle; }
 
 /* ---- the sleep heap ---- */
 
@@ -600,8 +603,10 @@ int fleet_sched_run(struct fleet_sched *s)
             bg_at = nfds++;
             fds[bg_at] = (struct curl_waitfd){.fd = fleet_background_fd(bg), .events = CURL_WAIT_POLLIN};
         }
-        double away = fleet_now() - s->last_read;
+        double polled_at = fleet_now();
+        double away = polled_at - s->last_read;
         curl_multi_poll(s->multi, fds, nfds, timeout, NULL);
+        s->idle += fleet_now() - polled_at;
         if (fds[0].revents)
             drain_signal_pipe();
         if (redis_at && fds[redis_at].revents)

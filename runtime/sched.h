@@ -95,6 +95,9 @@ int fleet_sched_unobserved_errors(struct fleet_sched *s);
  * a second to finish, then everything still waiting is abandoned. */
 void fleet_sched_interrupt(struct fleet_sched *s, int signo);
 bool fleet_sched_stopping(struct fleet_sched *s);
+/* Seconds the loop has spent waiting in poll for the network, Redis, the
+ * background thread or a timer, with no task ready to run. */
+double fleet_sched_idle(const struct fleet_sched *s);
 
 /* Stops at once and without a word (the reader of stdout went away): no
  * other task runs again, what is in flight is abandoned, and the run

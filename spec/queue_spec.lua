@@ -659,8 +659,9 @@ describe("a large owner's pages shared between workers", function()
     os.execute("kill -TERM " .. lead.pid)
     wait_all({ lead }, 30)
     assert.matches("1 item(s) held here given back to queue lead", lead.stderr, 1, true)
-    -- and its share is closed: its helper stops working for it
-    assert.matches("1 share(s) of a large owner's pages closed", lead.stderr, 1, true)
+    -- and its share is closed, so its helper stops working for it: by the
+    -- lead itself when its next page is refused as interrupted, or at its
+    -- exit (which says so) when it was still waiting for pages in flight
     assert.is_nil(scan("gitfleet:queue:lead:share:*_" .. lead.pid .. "_*")())
     wait_all({ helper }, 120)
     assert.matches("huge: taken over from a worker that stopped", helper.stderr)
@@ -699,6 +700,44 @@ describe("a large owner's pages shared between workers", function()
     assert.equals(0, dup)
     assert.equals("1", rr:cli("HLEN", "gitfleet:queue:restart:done"))
     assert.equals("", rr:cli("--scan", "--pattern", "gitfleet:queue:restart:share*"))
+  end)
+
+  it("has a helper claim at most half of a share's unclaimed pages at a time, so the last ones are split", function()
+    local cfg = config()
+    -- pages 2-10 unclaimed, ranges of up to 8: halves of what is left are
+    -- 6-10, 4-5, 3 and 2 (ranges of 8 would have been 3-10, then 2)
+    local meta = plant_share(cfg, "halves", emu.url, "8")
+    local dir = gf.tmpdir()
+    local w = start_worker(cfg, "halves", dir)
+    wait_all({ w }, 30)
+    assert.matches("fetched 9 page%(s%) of other workers' large owners", w.stderr)
+    local parts = {}
+    for key in r:cli("HKEYS", meta .. ":parts"):gmatch("%S+") do parts[#parts + 1] = key end
+    table.sort(parts, function(a, b) return tonumber(a:match("^%d+")) < tonumber(b:match("^%d+")) end)
+    assert.same({ "2:2", "3:3", "4:5", "6:10" }, parts)
+    -- each page once, and the owner it was waiting for written
+    assert.equals(10, emu:stats().by_path_kind.repo_list)
+    local n, dup, files = collect(dir)
+    assert.equals(1, #files)
+    assert.equals(30, n)
+    assert.equals(0, dup)
+  end)
+
+  it("has a lead alone on a far server widen its window: many of its pages in flight at once", function()
+    -- the lead starts with 2 pages ahead and doubles that after each page
+    -- it had to wait for with nothing else to do
+    emu:configure({ latency = 0.05 })
+    local cfg = config()
+    assert.equals(0, push(cfg, "far", { "huge" }).code)
+    local dir = gf.tmpdir()
+    local w = start_worker(cfg, "far", dir)
+    wait_all({ w })
+    local n, dup = collect(dir)
+    assert.equals(6000, n)
+    assert.equals(0, dup)
+    local stats = emu:stats()
+    assert.equals(60, stats.by_path_kind.repo_list)
+    assert.is_true(stats.max_in_flight >= 8, "at most " .. stats.max_in_flight .. " in flight")
   end)
 
   it("takes nothing from a share whose fields are not ranges (size 0, a claim that is not a range)", function()

@@ -314,6 +314,20 @@ local low = math.max(1, concurrency // 2)
 local TAKE_AT_MOST = 4
 local HELP_AT_ONCE = 2
 
+-- Whether this worker has room to help with others' large owners: nothing
+-- of its own under way, or its loop sat idle for a fifth of the time since
+-- it last asked (its owners wait for the network, not for its CPU). A
+-- worker whose CPU is busy with its own owners would only move work from
+-- one busy worker to another, and each page it helps with goes through
+-- Redis twice.
+local idle_seen, idle_seen_at = core.idle(), core.now()
+local function spare()
+  local idle, now = core.idle(), core.now()
+  local share_idle = (idle - idle_seen) / math.max(now - idle_seen_at, 0.001)
+  idle_seen, idle_seen_at = idle, now
+  return nactive == helping or share_idle >= 0.2
+end
+
 while true do
   changed = false
   if #unsynced > 0 and not syncing then
@@ -354,8 +368,9 @@ while true do
         core.spawn(work, it)
       end
       -- Nothing to take while others still fetch: help with their large
-      -- owners' pages (two ranges at a time keep requests going).
-      if #items == 0 and left > 0 and helping < HELP_AT_ONCE then
+      -- owners' pages (two ranges at a time keep requests going), if this
+      -- worker has room for it (spare).
+      if #items == 0 and left > 0 and helping < HELP_AT_ONCE and spare() then
         for _, r in ipairs(Share.claim(q, HELP_AT_ONCE - helping) or {}) do
           nactive, helping = nactive + 1, helping + 1
           core.spawn(help, r)

@@ -170,6 +170,12 @@ function Pages:fetch_async(n)
   end)
 end
 
+-- Whether page n has arrived (read and decoded, or failed) and waits for
+-- the reader.
+function Pages:arrived(n)
+  return self.ready[n] ~= nil or self.failed[n] ~= nil
+end
+
 -- Returns the next page's items (an array), nil at the end, or nil, err.
 function Pages:next()
   if self.first_items then

@@ -5,13 +5,14 @@
 -- last large owner would fetch and decode its pages alone while the others
 -- sit idle. So the worker that takes an owner (its lead) and learns from
 -- the first page that many pages follow opens a share in Redis: the lead
--- reads pages from the front, reserving a window's worth ahead at a time
--- (`front`); a worker that finds nothing to take claims a range of pages
--- from the back (`back`), fetches and normalises it, and puts it back in
--- Redis as ndjson. Where the two meet the lead stops; it then collects
--- the helpers' ranges and writes the owner's file in page order, so the
--- file is the same whoever fetched what, and is written once, by the one
--- worker holding the owner's queue entry.
+-- reads pages from the front, reserving pages ahead of what it reads
+-- (`front`; only as far ahead as the network needs, see Share.lead); a
+-- worker that finds nothing to take, and has room to spare, claims a
+-- range of pages from the back (`back`), fetches and normalises it, and
+-- puts it back in Redis as ndjson. Where the two meet the lead stops; it
+-- then collects the helpers' ranges and writes the owner's file in page
+-- order, so the file is the same whoever fetched what, and is written
+-- once, by the one worker holding the owner's queue entry.
 --
 -- A helper's claim is a lease (shared.lease): a range whose helper stopped,
 -- or gave it back after a failure, is fetched by the lead itself (or by
@@ -39,7 +40,9 @@ end
 
 -- A range for a helper in one share: a claim that ran out first (its
 -- helper stopped or gave it back), else the next `size` pages below
--- `back` and above the lead's `front`. Returns from, to, or nil.
+-- `back` and above the lead's `front`, but no more than half of them, so
+-- the last pages are split between the lead and its helpers instead of
+-- all going to the one that asked first. Returns from, to, or nil.
 local CLAIM_IN = [[
 local function claim_in(meta, now, lease)
   local claims = meta .. ':claims'
@@ -55,6 +58,7 @@ local function claim_in(meta, now, lease)
     local f = redis.call('HMGET', meta, 'front', 'back', 'size')
     local front, back, size = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
     if not front or not back or not size or size < 1 or back - 1 <= front then return nil end
+    size = math.min(size, math.ceil((back - 1 - front) / 2))
     from, to = math.max(back - size, front + 1), back - 1
     redis.call('HSET', meta, 'back', from)
     range = from .. ':' .. to
@@ -228,6 +232,11 @@ local function eval_retrying(name, source, ...)
   end
 end
 
+-- The lead's window and reservations (Share.lead): at least this many
+-- pages ahead and reserved at a time; a wait of IDLE_WAIT seconds with the
+-- process idle counts as a wait for the network.
+local AHEAD_AT_LEAST, RESERVE_AT_LEAST, IDLE_WAIT = 2, 8, 0.0002
+
 -- What a helper needs to request the lead's pages as the lead does: the
 -- field holding the items. nil when the pages send more with each request
 -- (a plugin's own headers or resource): those are not shared, so a helper
@@ -303,11 +312,24 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
   end
 
   -- The lead reads up to front; as its window reaches front, it reserves
-  -- the next window's worth, unless helpers have claimed up to there (met).
+  -- the next window's worth (at least RESERVE_AT_LEAST pages, which bounds
+  -- its round trips), unless helpers have claimed up to there (met).
+  --
+  -- Its window is only as wide as the network needs: pages it fetches
+  -- ahead are pages no helper can take, and a worker that decodes faster
+  -- than pages arrive (a near server) left the other waiting at the end of
+  -- a crawl while it decoded a window it had fetched long before. So the
+  -- window starts at AHEAD_AT_LEAST pages, doubles (up to the reader's
+  -- window) after a page the lead had to wait for while the process sat
+  -- idle, which is a wait for the network, and otherwise shrinks by one:
+  -- a page not there yet because the process was busy with other work is
+  -- no reason to fetch further ahead.
+  local full = pages.window
+  pages.window = math.min(full, AHEAD_AT_LEAST)
   local chunks, met, reserving, gone = {}, false, false, false
   local reserved = core.condition()
   local function reserve()
-    local want = pages.limit + step
+    local want = pages.limit + math.max(pages.window, RESERVE_AT_LEAST)
     local front = eval_retrying("reserve", RESERVE, 1, meta, math.min(want, pages.last), ttl_ms(q))
     if front == -1 or math.type(front) ~= "integer" then
       -- expired while Redis was away, or unusable: the lead does it all
@@ -325,7 +347,14 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
       reserving = true
       core.spawn(reserve)
     end
+    local waiting = pages.next_page <= pages.limit and not pages:arrived(pages.next_page)
+    local idle = core.idle()
     local items, err = pages:next()
+    if waiting and core.idle() - idle >= IDLE_WAIT then
+      pages.window = math.min(full, pages.window * 2)
+    elseif items then
+      pages.window = math.max(math.min(full, AHEAD_AT_LEAST), pages.window - 1)
+    end
     if items then
       local c
       c, err = page_chunk(items)
@@ -343,6 +372,7 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
       break
     end
   end
+  pages.window = full -- for the pages of helpers that stopped, if any
   local front = pages.limit
   if front >= pages.last then
     if not gone then close() end
