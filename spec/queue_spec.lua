@@ -61,6 +61,28 @@ local function start_worker(cfg, queue, dir, extra)
   return { pid = tonumber(gf.slurp(out .. "/pid"):match("%d+")), dir = out }
 end
 
+-- CPU seconds a process has used (Linux /proc).
+local function cpu_seconds(pid)
+  local stat = gf.slurp("/proc/" .. pid .. "/stat") or ""
+  local fields = {}
+  for f in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = f end
+  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+end
+
+-- While Redis is away, workers wait: none uses more than a third of a CPU
+-- over 1.5 s (a worker that went round its loop without yielding used all
+-- of one for as long as Redis was away).
+local function assert_waiting(workers)
+  socket.sleep(0.5)
+  local before = {}
+  for i, w in ipairs(workers) do before[i] = cpu_seconds(w.pid) end
+  socket.sleep(1.5)
+  for i, w in ipairs(workers) do
+    local used = cpu_seconds(w.pid) - before[i]
+    assert.is_true(used < 0.5, ("worker %d used %.2f CPU-s in 1.5 s without Redis"):format(i, used))
+  end
+end
+
 local function wait_all(workers, limit)
   local deadline = socket.gettime() + (limit or 90)
   for _, w in ipairs(workers) do
@@ -210,7 +232,7 @@ describe("the shared work queue", function()
     local ws = { start_worker(cfg, "restart", dir, { "-j", "4" }), start_worker(cfg, "restart", dir, { "-j", "4" }) }
     socket.sleep(1)
     rr:stop()
-    socket.sleep(2)
+    assert_waiting(ws)
     rr:launch()
     wait_all(ws)
     local n, dup, files = collect(dir)
@@ -692,7 +714,7 @@ describe("a large owner's pages shared between workers", function()
     while not claimed() and socket.gettime() < deadline do socket.sleep(0.01) end
     assert.is_true(claimed(), "no range was claimed")
     rr:stop()
-    socket.sleep(2)
+    assert_waiting(ws)
     rr:launch()
     wait_all(ws)
     local n, dup = collect(dir)

@@ -337,7 +337,7 @@ while true do
   local now = core.now()
   -- Take whenever a slot is free; after an empty take, wait a moment
   -- before asking again ...
-  local took = 0
+  local took, asked = 0, false
   -- ... and only while no request waits for a slot: owners this worker
   -- could not start now are left in the queue for other workers.
   local room = core.http_waiting() == 0
@@ -348,6 +348,7 @@ while true do
   if cannot_write then
     if nactive == 0 then break end
   elseif nactive < concurrency and room and due then
+    asked = true
     local finished_items = acks
     acks = {}
     local items, left = q:take(math.min(concurrency - nactive, TAKE_AT_MOST), nactive > 0 and "fetching" or "idle",
@@ -400,8 +401,14 @@ while true do
     q:touch(held(), nactive > 0 and "fetching" or "idle")
     Share.touch(q)
   end
+  if redis_away then
+    -- A take that failed has slept already. A loop that did not ask (no
+    -- slot free, or requests waiting for budgets Redis holds) waits here
+    -- for an owner to end or the next take to be due: before, it went
+    -- round without yielding, a CPU at 100% for as long as Redis was away.
+    if not asked and not changed then finished:wait(0.5) end
   -- Slots still free after a take that brought owners: fill them first.
-  if not redis_away and not (took > 0 and nactive < concurrency) then
+  elseif not (took > 0 and nactive < concurrency) then
     if nactive == 0 and last_empty > -math.huge then
       -- A wait that fails (Redis away, or something else's key under the
       -- events' name) is a pause all the same, never a loop of retries; the
