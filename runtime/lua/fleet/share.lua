@@ -233,9 +233,9 @@ local function eval_retrying(name, source, ...)
 end
 
 -- The lead's window and reservations (Share.lead): at least this many
--- pages ahead and reserved at a time; a wait of IDLE_WAIT seconds with the
--- process idle counts as a wait for the network.
-local AHEAD_AT_LEAST, RESERVE_AT_LEAST, IDLE_WAIT = 2, 8, 0.0002
+-- pages ahead and reserved at a time; a wait of IDLE_FOR_NETWORK seconds
+-- with the process idle counts as a wait for the network.
+local AHEAD_AT_LEAST, RESERVE_AT_LEAST, IDLE_FOR_NETWORK = 2, 8, 0.0002
 
 -- What a helper needs to request the lead's pages as the lead does: the
 -- field holding the items. nil when the pages send more with each request
@@ -350,7 +350,7 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
     local waiting = pages.next_page <= pages.limit and not pages:arrived(pages.next_page)
     local idle = core.idle()
     local items, err = pages:next()
-    if waiting and core.idle() - idle >= IDLE_WAIT then
+    if waiting and core.idle() - idle >= IDLE_FOR_NETWORK then
       pages.window = math.min(full, pages.window * 2)
     elseif items then
       pages.window = math.max(math.min(full, AHEAD_AT_LEAST), pages.window - 1)
