@@ -12,7 +12,8 @@
 /* True if a Content-Encoding value is one fleet_gunzip decodes. */
 bool fleet_gunzip_handles(const char *encoding, size_t len);
 
-/* Decodes a gzip (or zlib) body into out, at most max bytes of it.
+/* Decodes a gzip body (of one member or several, one after the other) or
+ * a zlib one into out, at most max bytes of it.
  * Returns 0, or -1 with *err set: "truncated", "corrupt", "too large",
  * "out of memory". */
 int fleet_gunzip(const char *in, size_t len, long long max, struct fleet_bytes *out, const char **err);
