@@ -1,6 +1,7 @@
 /* Response bodies kept compressed in the cache: raw deflate at a fast
- * level (libdeflate; zlib inflates) for the bodies that came plain (a provider or proxy that does not
- * gzip sends JSON about eight times larger than it needs to be stored). */
+ * level (libdeflate, both ways) for the bodies that came plain (a provider
+ * or proxy that does not gzip sends JSON about eight times larger than it
+ * needs to be stored). */
 #ifndef FLEET_ZPACK_H
 #define FLEET_ZPACK_H
 
