@@ -48,7 +48,7 @@ if action == "push" then
   local names = {}
   for i, job in ipairs(jobs) do
     local good, why = Queue.check_item(job.label)
-    if not good then fail(("%q: %s; nothing was pushed"):format(job.label, why)) end
+    if not good then fail(("%s: %s: %s; nothing was pushed"):format(job.where, owners.shown(job.label), why)) end
     names[i] = job.label
   end
   local added, err = q:push(names)
@@ -56,8 +56,11 @@ if action == "push" then
     io.stderr:write("gitfleet queue: ", cli.describe(err), "\n")
     return 1
   end
+  local notes = {}
+  if added < #names then notes[#notes + 1] = ("%d already queued"):format(#names - added) end
+  if #names < #entries then notes[#notes + 1] = ("%d repeated in the input"):format(#entries - #names) end
   io.stderr:write(("gitfleet queue: %d owner(s) added to %s%s\n"):format(added, q.name,
-    added < #entries and (" (%d already queued)"):format(#entries - added) or ""))
+    #notes > 0 and " (" .. table.concat(notes, ", ") .. ")" or ""))
   return 0
 end
 
@@ -81,9 +84,13 @@ for _, item in ipairs(names) do io.stdout:write(("  parked %s: %s\n"):format(ite
 local workers = {}
 for name in pairs(st.workers) do workers[#workers + 1] = name end
 table.sort(workers)
+local lease = core.redis_info().lease
 for _, name in ipairs(workers) do
   local beat = st.workers[name]
-  io.stdout:write(("  worker %s: %s, last beat %.0fs ago\n"):format(name, beat.doing or "?",
-    math.max(0, now - (beat.at or now))))
+  local ago = math.max(0, now - (beat.at or now))
+  -- A worker beats at least every lease/3 while it runs: one silent for a
+  -- whole lease was killed, lost its machine, or cannot reach Redis.
+  local doing = ago > lease and "stopped (no beat for longer than shared.lease)" or (beat.doing or "?")
+  io.stdout:write(("  worker %s: %s, last beat %.0fs ago\n"):format(name, doing, ago))
 end
 return 0

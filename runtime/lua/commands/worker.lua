@@ -51,8 +51,11 @@ that cannot write an owner's file later (disk full, say) gives that owner
 back without counting an attempt, takes no more, and exits with status 1
 when the owners it holds are done or given back.
 
+A worker whose queue's keys in Redis are of another kind (another program
+uses them: shared.prefix picks other keys) stops the same way.
+
 Exit status: 0 when the queue has nothing left, 1 when this worker parked an
-owner or stopped because it cannot write its files, 2 on a usage or
+owner or stopped because it cannot write its files or use the queue's keys, 2 on a usage or
 configuration error (a DIR it cannot write to), 143 or 130 when stopped by
 SIGTERM or SIGINT.
 ]]
@@ -169,6 +172,10 @@ local parked, done = 0, 0
 -- Set when this worker cannot write its files (disk full, read-only): it
 -- takes no more owners and gives back those it holds.
 local cannot_write
+-- Set when Redis refuses the queue's keys (another program's keys under
+-- the same prefix): waiting would not change that, so the worker stops
+-- the same way.
+local cannot_take
 local last_flush = core.now()
 
 local function log(fmt, ...) io.stderr:write(("gitfleet worker: " .. fmt .. "\n"):format(...)) end
@@ -345,7 +352,7 @@ while true do
   -- finished (and the worker with it) or hold owners others gave back.
   -- Idle, the wait on the queue's events below ends when asking is due.
   local due = now - last_empty >= 0.5 or (nactive == 0 and empty_while_busy)
-  if cannot_write then
+  if cannot_write or cannot_take then
     if nactive == 0 then break end
   elseif nactive < concurrency and room and due then
     asked = true
@@ -355,9 +362,13 @@ while true do
       finished_items)
     if not items then
       for _, it in ipairs(finished_items) do acks[#acks + 1] = it end
-      if not redis_away then log("waiting for Redis: %s", cli.describe(left)) end
-      redis_away = true
-      core.sleep(0.5)
+      if type(left) == "table" and left.kind == "redis" and tostring(left.message):find("^WRONGTYPE") then
+        cannot_take = cli.describe(left)
+      else
+        if not redis_away then log("waiting for Redis: %s", cli.describe(left)) end
+        redis_away = true
+        core.sleep(0.5)
+      end
     else
       if redis_away then log("Redis is back") end
       redis_away = false
@@ -422,18 +433,19 @@ while true do
   end
 end
 flush_acks()
-if done == 0 and parked == 0 then
+if done == 0 and parked == 0 and not cannot_write and not cannot_take then
   log("queue %s has nothing left to do", opts.queue)
-else
+elseif done > 0 or parked > 0 then
   log("%d owner(s) written to %s%s", done, opts.output_dir, parked > 0 and (", %d parked"):format(parked) or "")
 end
 if Share.pages_helped > 0 then
   log("fetched %d page(s) of other workers' large owners", Share.pages_helped)
 end
 if cannot_write then log("stopped: it cannot write its files (%s)", cannot_write) end
+if cannot_take then log("stopped: Redis refuses the queue's keys (%s)", cannot_take) end
 local s = fleet.stats()
 if s.redis_round_trips and s.requests > 0 then
   log("%d requests, %d Redis round trips (%.3f per request; %d budget updates)", s.requests, s.redis_round_trips,
     s.redis_round_trips / s.requests, s.shared_syncs)
 end
-return (parked > 0 or cannot_write) and 1 or 0
+return (parked > 0 or cannot_write or cannot_take) and 1 or 0

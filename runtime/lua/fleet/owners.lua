@@ -29,6 +29,9 @@ function owners.read_lines(path)
   local function take(line)
     n = n + 1
     line = line:gsub("\r$", "")
+    -- A byte order mark, as some editors save UTF-8, is not part of the
+    -- first owner's name.
+    if n == 1 then line = line:gsub("^\239\187\191", "") end
     line = line:gsub("#.*", ""):match("^%s*(.-)%s*$")
     if line ~= "" then out[#out + 1] = { text = line, line = n } end
   end
@@ -72,6 +75,20 @@ local function name_problem(name)
   return nil
 end
 owners.name_problem = name_problem
+
+-- An owner as an error message shows it: quoted, with a newline as \n,
+-- and one too long to read cut to its first bytes and its length.
+function owners.shown(text)
+  local cut = text
+  if #text > 80 then
+    local n = 60
+    while n > 0 and (text:byte(n + 1) or 0) & 0xC0 == 0x80 do n = n - 1 end -- not inside a UTF-8 character
+    cut = text:sub(1, n)
+  end
+  local shown = ("%q"):format(cut):gsub("\\\n", "\\n")
+  if cut ~= text then shown = ("%s... (%d bytes)"):format(shown, #text) end
+  return shown
+end
 
 -- job, err = owners.parse(text, providers): text is OWNER or
 -- PROVIDER:OWNER; providers maps provider names to true. The job is
@@ -120,10 +137,8 @@ function owners.jobs(entries, providers, default_provider, keep_duplicates)
   local jobs, seen = {}, {}
   for _, e in ipairs(entries) do
     local job, err = owners.parse(e.text, providers)
-    if not job then
-      local shown = ("%q"):format(e.text):gsub("\\\n", "\\n")
-      return nil, ("%s: %s: %s"):format(e.where, shown, err)
-    end
+    if not job then return nil, ("%s: %s: %s"):format(e.where, owners.shown(e.text), err) end
+    job.where = e.where
     local key = (job.provider or default_provider or "") .. ":" .. job.owner:lower()
     if keep_duplicates or not seen[key] then
       seen[key] = true

@@ -15,7 +15,8 @@
 --   q:finished(item)                         -> done, its acknowledgement to follow (q:ack or
 --                                               q:take's done); acknowledged at exit if the
 --                                               process ends first
---   q:status()                               -> { waiting=, in_progress=, done=, failed={item=reason}, workers={} }
+--   q:status()                               -> { waiting=, in_progress=, done=, failed={item=reason},
+--                                               workers={consumer={at=, doing=}} }
 --   q:wait(seconds)                          -> true when the queue changed since this process's last take
 --                                               (items pushed or given back, or the queue finished)
 --
@@ -28,6 +29,7 @@
 -- so two workers never see a half-done change.
 local core = require("fleet.core")
 local json = require("cjson")
+local owners = require("fleet.owners")
 
 local Queue = {}
 Queue.__index = Queue
@@ -38,6 +40,21 @@ Queue.__index = Queue
 -- queue finished or has work again, without asking over and over. The
 -- stream keeps the last few entries only.
 local EVENT = [[
+-- Every key a script writes must be of its kind or absent: Redis does not
+-- undo a script's first writes when a later command fails, and a half-done
+-- change (an item in the queued set with no entry in the stream, say)
+-- would leave workers waiting for it for ever. So a key of another kind
+-- (another program's, under the same prefix) is refused before any write.
+local function expect(...)
+  local kinds = { ... }
+  for i = 1, #kinds, 2 do
+    local t = redis.call('TYPE', kinds[i])['ok']
+    if t ~= 'none' and t ~= kinds[i + 1] then
+      error({ err = 'WRONGTYPE ' .. kinds[i] .. ' holds a ' .. t .. ', not a ' .. kinds[i + 1]
+        .. ': another program uses these keys (shared.prefix picks others)' })
+    end
+  end
+end
 -- The set of items queued or in progress holds each in lower case: owner
 -- names are compared ignoring case, as providers and `gitfleet fetch`
 -- compare them. A removal takes the item as given too, which is how sets
@@ -61,18 +78,24 @@ end
 ]]
 
 -- push: adds each item not already waiting or in progress (and makes the
--- consumer group once). KEYS: stream, queued set, events. ARGV: items.
--- Returns the number added.
+-- consumer group once). An item parked before, or done, starts afresh:
+-- its attempts are counted from none and it is no longer parked. KEYS:
+-- stream, queued set, events, tries, failed. ARGV: items. Returns the
+-- number added.
 local PUSH = EVENT .. [[
+local stream, queued, events, tries, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+expect(stream, 'stream', queued, 'set', events, 'stream', tries, 'hash', failed, 'hash')
 local added = 0
-redis.pcall('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
+redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
 for _, item in ipairs(ARGV) do
-  if enqueue(KEYS[2], item) then
-    redis.call('XADD', KEYS[1], '*', 'item', item)
+  if enqueue(queued, item) then
+    redis.call('XADD', stream, '*', 'item', item)
+    redis.call('HDEL', tries, item)
+    redis.call('HDEL', failed, item)
     added = added + 1
   end
 end
-if added > 0 then event(KEYS[3], 'pushed') end
+if added > 0 then event(events, 'pushed') end
 return added
 ]]
 
@@ -88,6 +111,7 @@ return added
 local TAKE = EVENT .. [[
 local stream, queued, tries, failed, workers, done, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local me, count, idle, max = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+expect(stream, 'stream', queued, 'set', tries, 'hash', failed, 'hash', workers, 'hash', done, 'hash', events, 'stream')
 redis.call('HSET', workers, me, ARGV[5])
 local before = redis.call('SCARD', queued)
 for i = 7, #ARGV, 2 do
@@ -105,6 +129,26 @@ local function finish(out)
   out[2] = last_event(events)
   return out
 end
+-- Each item queued or in progress has one entry in the stream. Items
+-- without one (the stream deleted or evicted, say) would never be
+-- delivered, and every worker would wait for them for ever: they are put
+-- back. Counting is cheap; the search runs only when the counts disagree.
+local nqueued = redis.call('SCARD', queued)
+if nqueued > 0 and redis.call('XLEN', stream) < nqueued then
+  local has = {}
+  for _, e in ipairs(redis.call('XRANGE', stream, '-', '+')) do
+    for i = 1, #e[2], 2 do if e[2][i] == 'item' then has[string.lower(e[2][i + 1])] = true end end
+  end
+  redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
+  local lost = 0
+  for _, item in ipairs(redis.call('SMEMBERS', queued)) do
+    if not has[item] then
+      redis.call('XADD', stream, '*', 'item', item)
+      lost = lost + 1
+    end
+  end
+  if lost > 0 then event(events, 'pushed') end
+end
 if redis.call('EXISTS', stream) == 0 then return finish({ 0, 0 }) end
 local out = { 0, 0 }
 local function deliver(id, fields, reclaimed)
@@ -121,7 +165,14 @@ local function deliver(id, fields, reclaimed)
   end
   out[#out + 1] = id; out[#out + 1] = item; out[#out + 1] = n; out[#out + 1] = reclaimed and 1 or 0
 end
-local claimed = redis.call('XAUTOCLAIM', stream, 'workers', me, idle, '0-0', 'COUNT', count)
+local claimed = redis.pcall('XAUTOCLAIM', stream, 'workers', me, idle, '0-0', 'COUNT', count)
+if claimed.err then
+  -- A stream without its consumer group (deleted by hand): made again,
+  -- from the start, so every entry is delivered; anything else is raised.
+  if not claimed.err:find('NOGROUP', 1, true) then error(claimed) end
+  redis.call('XGROUP', 'CREATE', stream, 'workers', '0')
+  claimed = { '0-0', {} }
+end
 for _, e in ipairs(claimed[2]) do
   if e then deliver(e[1], e[2], true) end
 end
@@ -137,6 +188,7 @@ return finish(out)
 -- id, item pairs. An item acknowledged after a reclaim may be acked twice:
 -- the second is a no-op.
 local ACK = EVENT .. [[
+expect(KEYS[1], 'stream', KEYS[2], 'set', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'hash', KEYS[6], 'stream')
 local n = 0
 for i = 2, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
@@ -158,6 +210,7 @@ return n
 -- back of the stream.
 local FAIL = EVENT .. [[
 local id, item, reason, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+expect(KEYS[1], 'stream', KEYS[2], 'set', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'stream')
 if redis.call('XACK', KEYS[1], 'workers', id) == 0 then return 'gone' end
 redis.call('XDEL', KEYS[1], id)
 local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
@@ -188,12 +241,15 @@ return 1
 -- Queue:finished) are acknowledged. Each other entry still this
 -- consumer's is made idle for the lease, so the next take anywhere claims
 -- it at once; its attempt is not counted (the claim counts it again).
--- KEYS: stream, queued, tries, done, failed, events. ARGV: consumer, lease
--- ms, now, the number of finished pairs, then id, item pairs (the
--- finished first). Returns the number given back.
+-- The process's beat is removed: it no longer works on the queue.
+-- KEYS: stream, queued, tries, done, failed, events, workers. ARGV:
+-- consumer, lease ms, now, the number of finished pairs, then id, item
+-- pairs (the finished first). Returns the number given back.
 local GIVE_BACK = EVENT .. [[
 local stream, queued, tries, done, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local me, idle, now, nfinished = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+expect(stream, 'stream', queued, 'set', tries, 'hash', done, 'hash', failed, 'hash', events, 'stream', KEYS[7], 'hash')
+redis.call('HDEL', KEYS[7], me)
 local acked, given = 0, 0
 for i = 5, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
@@ -216,16 +272,42 @@ if given > 0 then event(events, 'given back') else left_after(queued, events, ac
 return given
 ]]
 
--- status: KEYS: stream, queued, done, failed, workers.
+-- status: KEYS: stream, queued, done, failed, workers. ARGV: lease ms,
+-- now (seconds), how long a worker's beat is kept without news (seconds).
+-- Entries idle past the lease (given back, or their worker stopped) wait
+-- for the next take: they are counted as waiting, not in progress. A beat
+-- older than the last argument is removed (its worker stopped long ago).
 local STATUS = [[
-local pending = 0
+local pending, stale = 0, 0
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local ok = redis.pcall('XPENDING', KEYS[1], 'workers')
-  if type(ok) == 'table' and not ok.err then pending = ok[1] end
+  if type(ok) == 'table' and not ok.err then
+    pending = ok[1]
+    if pending > 0 then
+      stale = #redis.call('XPENDING', KEYS[1], 'workers', 'IDLE', ARGV[1], '-', '+', pending)
+    end
+  end
 end
-return { redis.call('SCARD', KEYS[2]), pending, redis.call('HLEN', KEYS[3]),
-         redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]) }
+local beats = redis.call('HGETALL', KEYS[5])
+local kept = {}
+for i = 1, #beats, 2 do
+  local ok, beat = pcall(cjson.decode, beats[i + 1])
+  local at = ok and type(beat) == 'table' and tonumber(beat.at)
+  if at and tonumber(ARGV[2]) - at > tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[5], beats[i])
+  else
+    kept[#kept + 1] = beats[i]
+    kept[#kept + 1] = beats[i + 1]
+  end
+end
+return { redis.call('SCARD', KEYS[2]), pending - stale, redis.call('HLEN', KEYS[3]),
+         redis.call('HGETALL', KEYS[4]), kept }
 ]]
+
+-- A worker that stopped without its end (killed, its machine lost) leaves
+-- its last beat; `status` shows it as stopped after the lease, and removes
+-- it after a day.
+local BEAT_KEPT = 86400
 
 local scripts = {}
 local function script(name, source)
@@ -234,12 +316,15 @@ local function script(name, source)
 end
 
 local MAX_NAME = 64
-local MAX_ITEM = 256
+-- As long as a line of an owners file (fleet.owners.MAX_LINE), provider
+-- and all: whatever `gitfleet fetch` takes can be queued.
+local MAX_ITEM = 4096
 
 -- A queue name: what a person would type, and safe in a key and a file name.
 local function check_name(name)
   if type(name) ~= "string" or name == "" or #name > MAX_NAME or not name:match("^[%w._-]+$") then
-    return nil, ("bad queue name %q: use 1 to %d letters, digits, '.', '_' or '-'"):format(tostring(name), MAX_NAME)
+    local shown = type(name) == "string" and owners.shown(name) or tostring(name)
+    return nil, ("bad queue name %s: use 1 to %d letters, digits, '.', '_' or '-'"):format(shown, MAX_NAME)
   end
   return name
 end
@@ -248,10 +333,12 @@ end
 function Queue.check_item(item)
   if type(item) ~= "string" or item == "" then return nil, "an empty owner" end
   if #item > MAX_ITEM then return nil, ("an owner longer than %d bytes"):format(MAX_ITEM) end
-  if item:find("[%c%s]") then return nil, ("owner %q has spaces or control characters"):format(item) end
+  if item:find("[%c%s]") then
+    return nil, ("owner %s has spaces or control characters"):format(owners.shown(item))
+  end
   local owner = item:match("^[%w_-]+:(.+)$") or item
   if owner == "." or owner == ".." or owner:find("^/") or owner:find("//", 1, true) then
-    return nil, ("owner %q is not a name"):format(item)
+    return nil, ("owner %s is not a name"):format(owners.shown(item))
   end
   return item
 end
@@ -284,20 +371,23 @@ function Queue.open(name)
 end
 
 -- What this process holds, for GIVE_BACK when it ends: the arguments of
--- fleet.core.redis_at_exit's function, or nothing when it holds nothing.
+-- fleet.core.redis_at_exit's function, or nothing when it never took an
+-- item (so never beat: a `queue push` or `status` has nothing to undo).
 function Queue:give_back()
+  if not self.beaten then return end
   local finished, others = {}, {}
   for id, h in pairs(self.held) do
     local list = h.finished and finished or others
     list[#list + 1] = id
     list[#list + 1] = h.item
   end
-  if #finished + #others == 0 then return end
   local nfinished = #finished // 2
+  local what = #finished + #others == 0 and ("this process's beat on queue %s removed"):format(self.name)
+    or ("item(s) held here given back to queue %s, for others to take now"):format(self.name)
   for _, v in ipairs(others) do finished[#finished + 1] = v end
   local k = self.keys
-  return ("item(s) held here given back to queue %s, for others to take now"):format(self.name),
-    GIVE_BACK, 6, k.stream, k.queued, k.tries, k.done, k.failed, k.events, self.consumer,
+  return what,
+    GIVE_BACK, 7, k.stream, k.queued, k.tries, k.done, k.failed, k.events, k.workers, self.consumer,
     math.floor(self.info.lease * 1000), tostring(core.now()), nfinished, table.unpack(finished)
 end
 
@@ -319,8 +409,8 @@ function Queue:push(items)
       if not item then error(err, 2) end
       chunk[#chunk + 1] = item
     end
-    local n, err = core.redis_eval(script("push", PUSH), 3, self.keys.stream, self.keys.queued,
-      self.keys.events, table.unpack(chunk))
+    local n, err = core.redis_eval(script("push", PUSH), 5, self.keys.stream, self.keys.queued,
+      self.keys.events, self.keys.tries, self.keys.failed, table.unpack(chunk))
     if not n then return nil, err end
     added = added + n
   end
@@ -347,6 +437,7 @@ function Queue:take(n, doing, done)
     args[#args + 1] = it.id
     args[#args + 1] = it.item
   end
+  self.beaten = true
   local flat, err = core.redis_eval(script("take", TAKE), 7, k.stream, k.queued, k.tries, k.failed, k.workers,
     k.done, k.events, table.unpack(args))
   if not flat then return nil, err end
@@ -389,6 +480,7 @@ end
 
 -- Still working on items: they are not reclaimed by others.
 function Queue:touch(items, doing)
+  self.beaten = true
   local ids = {}
   for _, it in ipairs(items or {}) do ids[#ids + 1] = it.id end
   return core.redis_eval(script("touch", TOUCH), 2, self.keys.stream, self.keys.workers, self.consumer,
@@ -415,7 +507,8 @@ end
 
 function Queue:status()
   local k = self.keys
-  local r, err = core.redis_eval(script("status", STATUS), 5, k.stream, k.queued, k.done, k.failed, k.workers)
+  local r, err = core.redis_eval(script("status", STATUS), 5, k.stream, k.queued, k.done, k.failed, k.workers,
+    math.floor(self.info.lease * 1000), tostring(core.now()), BEAT_KEPT)
   if not r then return nil, err end
   local st = { queued = r[1], in_progress = r[2], done = r[3], failed = {}, workers = {} }
   st.waiting = math.max(0, st.queued - st.in_progress)
