@@ -75,9 +75,11 @@ int fleet_gunzip(const char *in, size_t len, long long max, struct fleet_bytes *
     int rc = Z_OK;
     for (;;) {
         if (out->cap - out->len < 4096) {
-            size_t want = out->cap ? out->cap * 2 : guess;
-            if ((long long)want > max + 1)
-                want = (size_t)max + 1;
+            size_t want = out->cap * 2 > guess ? out->cap * 2 : guess;
+            /* max bytes, the NUL, and one more to tell a body of max bytes
+             * (more members may follow, adding nothing) from a longer one */
+            if ((long long)want > max + 2)
+                want = (size_t)max + 2;
             if (want <= out->len + 1) {
                 *err = "too large";
                 inflateEnd(&z);

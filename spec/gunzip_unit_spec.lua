@@ -66,6 +66,8 @@ describe("gzip bodies (runtime/gunzip.c via spec/support/gunzip_probe)", functio
         case("bomb")
         case("at-cap")
         case("over-cap")
+        case("at-cap-then-empty")
+        case("at-cap-then-cut")
     end)
 
     it("reads the cache's raw deflate back exactly, from zlib's and its own, and fails on any mismatch", function()

@@ -332,6 +332,37 @@ describe("the shared work queue", function()
     assert.not_matches("waiting for Redis", stopped.stderr, 1, true)
   end)
 
+  it("counts an item acknowledged after its consumer group was destroyed and made again as done, once", function()
+    local cfg = config()
+    local base = "gitfleet:queue:regroup:"
+    assert.equals(0, push(cfg, "regroup", { "own-0001", "own-0002", "own-0003" }).code)
+    local out = gf.tmpdir()
+    local script = gf.script([[
+      local q = fleet.queue("regroup")
+      local items = assert(q:take(2))
+      fleet.sleep(1.5) -- the group is destroyed meanwhile
+      print(q:ack(items))
+    ]])
+    os.execute(("%s --config %s run %s >%s/out 2>%s/err &"):format(gf.quote(gf.bin), gf.quote(cfg), gf.quote(script),
+      out, out))
+    local deadline = socket.gettime() + 20
+    while socket.gettime() < deadline and (tonumber(r:cli("XPENDING", base .. "stream", "workers"):match("^%d+")) or 0) < 2 do
+      socket.sleep(0.02)
+    end
+    r:cli("XGROUP", "DESTROY", base .. "stream", "workers")
+    while socket.gettime() < deadline and not (gf.slurp(out .. "/out") or ""):find("\n") do socket.sleep(0.05) end
+    assert.equals("2", (gf.slurp(out .. "/out") or ""):match("^%d+"), gf.slurp(out .. "/err"))
+    assert.equals("2", r:cli("HLEN", base .. "done"))
+    assert.equals("1", r:cli("SCARD", base .. "queued"))
+    -- the next take gets the one left, and only it
+    local left = gf.run_script([[
+      local items = assert(fleet.queue("regroup"):take(10))
+      for _, it in ipairs(items) do print(it.item) end
+    ]], cfg)
+    assert.equals(0, left.code, left.stderr)
+    assert.equals("own-0003\n", left.stdout)
+  end)
+
   it("shows given-back owners as waiting, stopped workers as stopped, and forgets a worker at its end", function()
     local cfg = config()
     local base = "gitfleet:queue:beats:"

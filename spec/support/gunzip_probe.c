@@ -179,7 +179,7 @@ int main(int argc, char **argv)
     unsigned char *bomb = squeeze(z0, zeros, 16, &nb);
     free(z0);
     rc = decode(bomb, nb, 16 << 20, &out, &why);
-    check(rc != 0 && strcmp(why, "too large") == 0 && out.cap <= (16u << 20) + 1, "bomb",
+    check(rc != 0 && strcmp(why, "too large") == 0 && out.cap <= (16u << 20) + 2, "bomb",
           "%zu bytes: rc %d, %s, buffer %zu", nb, rc, why, out.cap);
     free(bomb);
 
@@ -188,6 +188,19 @@ int main(int argc, char **argv)
     check(rc == 0 && same(&out, page.data, page.len), "at-cap", "%s", why);
     rc = decode(gz, n, (long long)page.len - 1, &out, &why);
     check(rc != 0 && strcmp(why, "too large") == 0, "over-cap", "%s", why);
+    /* At the cap and followed by an empty member, or by the start of a
+     * member cut short: the one decodes, the other is truncated. */
+    size_t ne2;
+    unsigned char *empty2 = squeeze("", 0, 16, &ne2);
+    unsigned char *then = malloc(n + ne2);
+    memcpy(then, gz, n);
+    memcpy(then + n, empty2, ne2);
+    rc = decode(then, n + ne2, (long long)page.len, &out, &why);
+    check(rc == 0 && same(&out, page.data, page.len), "at-cap-then-empty", "%s", why);
+    rc = decode(then, n + 3, (long long)page.len, &out, &why);
+    check(rc != 0 && strcmp(why, "truncated") == 0, "at-cap-then-cut", "rc %d, %s", rc, why);
+    free(then);
+    free(empty2);
 
     /* Not compressed at all. */
     rc = decode(page.data, page.len, MAX, &out, &why);

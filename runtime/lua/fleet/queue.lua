@@ -45,15 +45,24 @@ local EVENT = [[
 -- change (an item in the queued set with no entry in the stream, say)
 -- would leave workers waiting for it for ever. So a key of another kind
 -- (another program's, under the same prefix) is refused before any write.
-local function expect(...)
+-- Returns the refusal (for redis.error_reply, which every Redis version
+-- passes on as it is), or nil.
+local function refused(...)
   local kinds = { ... }
   for i = 1, #kinds, 2 do
     local t = redis.call('TYPE', kinds[i])['ok']
     if t ~= 'none' and t ~= kinds[i + 1] then
-      error({ err = 'WRONGTYPE ' .. kinds[i] .. ' holds a ' .. t .. ', not a ' .. kinds[i + 1]
-        .. ': another program uses these keys (shared.prefix picks others)' })
+      return 'WRONGTYPE ' .. kinds[i] .. ' holds a ' .. t .. ', not a ' .. kinds[i + 1]
+        .. ': another program uses these keys (shared.prefix picks others)'
     end
   end
+end
+-- A finished item's entry is done when its acknowledgement lands, or when
+-- it is still in the stream but no longer pending (its consumer group was
+-- destroyed and made again, which forgot who held what): either way this
+-- process wrote it. An entry already gone was acknowledged by another.
+local function acked(stream, id)
+  return redis.call('XACK', stream, 'workers', id) == 1 or #redis.call('XRANGE', stream, id, id) == 1
 end
 -- The set of items queued or in progress holds each in lower case: owner
 -- names are compared ignoring case, as providers and `gitfleet fetch`
@@ -84,7 +93,8 @@ end
 -- number added.
 local PUSH = EVENT .. [[
 local stream, queued, events, tries, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-expect(stream, 'stream', queued, 'set', events, 'stream', tries, 'hash', failed, 'hash')
+local bad = refused(stream, 'stream', queued, 'set', events, 'stream', tries, 'hash', failed, 'hash')
+if bad then return redis.error_reply(bad) end
 local added = 0
 redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
 for _, item in ipairs(ARGV) do
@@ -111,12 +121,13 @@ return added
 local TAKE = EVENT .. [[
 local stream, queued, tries, failed, workers, done, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local me, count, idle, max = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-expect(stream, 'stream', queued, 'set', tries, 'hash', failed, 'hash', workers, 'hash', done, 'hash', events, 'stream')
+local bad = refused(stream, 'stream', queued, 'set', tries, 'hash', failed, 'hash', workers, 'hash', done, 'hash', events, 'stream')
+if bad then return redis.error_reply(bad) end
 redis.call('HSET', workers, me, ARGV[5])
 local before = redis.call('SCARD', queued)
 for i = 7, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
-  if redis.call('XACK', stream, 'workers', id) == 1 then
+  if acked(stream, id) then
     unqueue(queued, item)
     redis.call('HSET', done, item, ARGV[6])
     redis.call('HDEL', tries, item)
@@ -142,7 +153,7 @@ if nqueued > 0 and redis.call('XLEN', stream) < nqueued then
   redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
   local lost = 0
   for _, item in ipairs(redis.call('SMEMBERS', queued)) do
-    if not has[item] then
+    if not has[string.lower(item)] then -- sets written before held items as given
       redis.call('XADD', stream, '*', 'item', item)
       lost = lost + 1
     end
@@ -169,7 +180,7 @@ local claimed = redis.pcall('XAUTOCLAIM', stream, 'workers', me, idle, '0-0', 'C
 if claimed.err then
   -- A stream without its consumer group (deleted by hand): made again,
   -- from the start, so every entry is delivered; anything else is raised.
-  if not claimed.err:find('NOGROUP', 1, true) then error(claimed) end
+  if not claimed.err:find('NOGROUP', 1, true) then return claimed end
   redis.call('XGROUP', 'CREATE', stream, 'workers', '0')
   claimed = { '0-0', {} }
 end
@@ -188,11 +199,12 @@ return finish(out)
 -- id, item pairs. An item acknowledged after a reclaim may be acked twice:
 -- the second is a no-op.
 local ACK = EVENT .. [[
-expect(KEYS[1], 'stream', KEYS[2], 'set', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'hash', KEYS[6], 'stream')
+local bad = refused(KEYS[1], 'stream', KEYS[2], 'set', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'hash', KEYS[6], 'stream')
+if bad then return redis.error_reply(bad) end
 local n = 0
 for i = 2, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
-  if redis.call('XACK', KEYS[1], 'workers', id) == 1 then
+  if acked(KEYS[1], id) then
     n = n + 1
     unqueue(KEYS[2], item)
     redis.call('HSET', KEYS[4], item, ARGV[1])
@@ -210,7 +222,8 @@ return n
 -- back of the stream.
 local FAIL = EVENT .. [[
 local id, item, reason, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-expect(KEYS[1], 'stream', KEYS[2], 'set', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'stream')
+local bad = refused(KEYS[1], 'stream', KEYS[2], 'set', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'stream')
+if bad then return redis.error_reply(bad) end
 if redis.call('XACK', KEYS[1], 'workers', id) == 0 then return 'gone' end
 redis.call('XDEL', KEYS[1], id)
 local n = tonumber(redis.call('HGET', KEYS[3], item) or 0)
@@ -248,14 +261,15 @@ return 1
 local GIVE_BACK = EVENT .. [[
 local stream, queued, tries, done, failed, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local me, idle, now, nfinished = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-expect(stream, 'stream', queued, 'set', tries, 'hash', done, 'hash', failed, 'hash', events, 'stream', KEYS[7], 'hash')
+local bad = refused(stream, 'stream', queued, 'set', tries, 'hash', done, 'hash', failed, 'hash', events, 'stream', KEYS[7], 'hash')
+if bad then return redis.error_reply(bad) end
 redis.call('HDEL', KEYS[7], me)
-local acked, given = 0, 0
+local nacked, given = 0, 0
 for i = 5, #ARGV, 2 do
   local id, item = ARGV[i], ARGV[i + 1]
   if (i - 5) / 2 < nfinished then
-    if redis.call('XACK', stream, 'workers', id) == 1 then
-      acked = acked + 1
+    if acked(stream, id) then
+      nacked = nacked + 1
       unqueue(queued, item)
       redis.call('HSET', done, item, now)
       redis.call('HDEL', tries, item)
@@ -268,7 +282,7 @@ for i = 5, #ARGV, 2 do
     given = given + 1
   end
 end
-if given > 0 then event(events, 'given back') else left_after(queued, events, acked > 0) end
+if given > 0 then event(events, 'given back') else left_after(queued, events, nacked > 0) end
 return given
 ]]
 
