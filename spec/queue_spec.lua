@@ -50,6 +50,11 @@ local function collect(dir)
   return n, dup, files
 end
 
+-- Workers started in the background: a spec that fails before it waits
+-- for them would leave them running (on a Redis and an emulator that are
+-- gone) after the spec file ends; after_each stops what is left.
+local started = {}
+
 -- Starts a worker in the background; returns its pid and output files.
 local function start_worker(cfg, queue, dir, extra)
   local out = gf.tmpdir()
@@ -58,7 +63,9 @@ local function start_worker(cfg, queue, dir, extra)
   for i, a in ipairs(args) do args[i] = gf.quote(a) end
   -- no wrapper: the pid is the worker's own, for the spec that kills it
   os.execute(("%s >%s/out 2>%s/err </dev/null & echo $! >%s/pid"):format(table.concat(args, " "), out, out, out))
-  return { pid = tonumber(gf.slurp(out .. "/pid"):match("%d+")), dir = out }
+  local w = { pid = tonumber(gf.slurp(out .. "/pid"):match("%d+")), dir = out }
+  started[#started + 1] = w.pid
+  return w
 end
 
 -- CPU seconds a process has used (Linux /proc).
@@ -113,6 +120,15 @@ local function with_world(scenario)
   before_each(function()
     emu:reset(true)
     r:cli("FLUSHALL")
+  end)
+  after_each(function()
+    for _, pid in ipairs(started) do
+      -- still a worker, not a process that was given its pid since
+      if (gf.slurp("/proc/" .. pid .. "/cmdline") or ""):find("worker", 1, true) then
+        os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+      end
+    end
+    started = {}
   end)
 end
 
