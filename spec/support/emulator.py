@@ -53,7 +53,8 @@ PROVIDERS = ("github", "gitlab", "bitbucket", "gitea")
 FAULT_KINDS = ("5xx", "drop", "truncate", "slow")
 
 # Owners with pathological responses, served on the GitHub repo-list routes.
-SPECIAL_OWNERS = ("x-oversize", "x-badutf8", "x-nested", "x-hugeheader", "x-hang", "x-slowbody")
+SPECIAL_OWNERS = ("x-oversize", "x-badutf8", "x-nested", "x-hugeheader", "x-hang", "x-slowbody", "x-lyinglast",
+                  "x-nextloop")
 # Owner of the synthetic upstream repositories that forks point to.  It is not
 # listed in the world and cannot be used as a scenario owner name.
 UPSTREAM_OWNER = "upstream-origin"
@@ -2888,8 +2889,39 @@ def stream_slowbody(app, req, rate_headers):
     raise DropConnection()
 
 
+def _page_with_links(app, req, rate_headers, count, links):
+    """`count` repositories (ids from the page number) with a Link header of (rel, page) pairs."""
+    page = max(1, int_param(req.q.get("page"), 1))
+    items = []
+    for i in range(count):
+        item = _sample_repo_json(app, req)
+        item["id"] = page * 1000 + i
+        item["name"] = f"page{page}-{i}"
+        item["full_name"] = f"x/page{page}-{i}"
+        items.append(item)
+    body = dumps(items)
+    base = f"{SCHEME}://{req.site.host}{req.path}?"
+    link = ", ".join(f'<{base}{replace_query_param(req.query, {"page": n})}>; rel="{rel}"' for rel, n in links(page))
+    app._count_status(200, None)
+    req.h.response_started = True
+    req.h.wfile.write(_special_head(req, 200, len(body), list(rate_headers) + ([("Link", link)] if link else []))
+                      + body)
+
+
+def stream_lyinglast(app, req, rate_headers):
+    """Two pages of 3 repositories whose Link claims a last page of 1,000,000; every later page is []."""
+    _page_with_links(app, req, rate_headers, 3 if int_param(req.q.get("page"), 1) <= 2 else 0,
+                     lambda page: [("next", page + 1), ("last", 1_000_000)])
+
+
+def stream_nextloop(app, req, rate_headers):
+    """Pages of one repository whose next links go 1, 2, 3, then back to 2, for ever; no last."""
+    _page_with_links(app, req, rate_headers, 1, lambda page: [("next", page + 1 if page < 3 else 2)])
+
+
 SPECIAL_STREAMS = {"x-oversize": stream_oversize, "x-badutf8": stream_badutf8, "x-nested": stream_nested,
-                   "x-hugeheader": stream_hugeheader, "x-hang": stream_hang, "x-slowbody": stream_slowbody}
+                   "x-hugeheader": stream_hugeheader, "x-hang": stream_hang, "x-slowbody": stream_slowbody,
+                   "x-lyinglast": stream_lyinglast, "x-nextloop": stream_nextloop}
 
 
 # ---------------------------------------------------------------------------

@@ -189,7 +189,7 @@ function Pages:next()
     -- limit: the last page this reader may fetch (the worker shares the
     -- rest of a large owner's pages with others, fleet/share.lua)
     local stop = self.limit or self.last
-    if n > stop then return nil end
+    if n > stop or (self.ended and n > self.ended) then return nil end
     for k = n, math.min(stop, n + self.window - 1) do
       if not self.pending[k] then self:fetch_async(k) end
     end
@@ -199,7 +199,22 @@ function Pages:next()
     task:wait()
     data, err = self.ready[n], self.failed[n]
     self.ready[n], self.failed[n] = nil, nil
+    -- A page with no items ends the list (`ended`), whatever the last page
+    -- said: the pages are offsets, so none after it has any either (the
+    -- list shrank while it was read, or a server claims a last page of a
+    -- million). Pages already in flight past it are dropped.
+    if data and n < stop and #items_of(data, self.items_field) == 0 then self.ended = n end
   elseif self.next_url then
+    -- A next link back to a page already read would go round for ever,
+    -- spending the budget on the same pages: the list fails there instead.
+    self.visited = self.visited or {}
+    if self.visited[self.next_url] then
+      local url = self.next_url
+      self.next_url = nil
+      return nil, core.error({ kind = "decode", provider = self.api.name, url = url,
+        message = url .. ": the next link leads back to a page already read; the list stops here" })
+    end
+    self.visited[self.next_url] = true
     local resp
     resp, err = self.api:request("GET", self.next_url, self.opts)
     if resp then

@@ -343,7 +343,7 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
     reserved:signal()
   end
   while true do
-    if not met and not reserving and pages.next_page + pages.window - 1 > pages.limit then
+    if not met and not reserving and not pages.ended and pages.next_page + pages.window - 1 > pages.limit then
       reserving = true
       core.spawn(reserve)
     end
@@ -368,13 +368,15 @@ function Share.lead(q, it, owner, provider, pages, page_chunk)
       return nil, err
     elseif reserving then
       reserved:wait()
-    elseif met then
+    elseif met or pages.ended then
       break
     end
   end
   pages.window = full -- for the pages of helpers that stopped, if any
   local front = pages.limit
-  if front >= pages.last then
+  -- An empty page ended the list before the last page said (Pages:next):
+  -- the helpers' ranges lie past its end.
+  if front >= pages.last or pages.ended then
     if not gone then close() end
     return chunks
   end
