@@ -45,6 +45,14 @@ local function items_of(data, field)
   return type(data) == "table" and data or {}
 end
 
+-- Whether a decoded page holds no items: an empty array, as the body or
+-- as body[field]. A page without the field is not taken for the end.
+local function is_empty_page(data, field)
+  local items = data
+  if field then items = type(data) == "table" and data[field] end
+  return type(items) == "table" and next(items) == nil
+end
+
 -- The decoded body of a response made with opts.decode (fleet.core decodes
 -- JSON straight from the transfer's buffer), or nil, err (kind "decode").
 local function decode(api, resp)
@@ -203,7 +211,7 @@ function Pages:next()
     -- said: the pages are offsets, so none after it has any either (the
     -- list shrank while it was read, or a server claims a last page of a
     -- million). Pages already in flight past it are dropped.
-    if data and n < stop and #items_of(data, self.items_field) == 0 then self.ended = n end
+    if data and n < stop and is_empty_page(data, self.items_field) then self.ended = n end
   elseif self.next_url then
     -- A next link back to a page already read would go round for ever,
     -- spending the budget on the same pages: the list fails there instead.
