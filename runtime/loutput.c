@@ -1252,7 +1252,9 @@ static int l_writer(lua_State *L)
 {
     static const char *const formats[] = {"ndjson", "json", "csv", "text", NULL};
     enum format format = (enum format)luaL_checkoption(L, 1, NULL, formats);
-    const char *path = luaL_optstring(L, 2, NULL);
+    size_t path_len = 0;
+    const char *path = luaL_optlstring(L, 2, NULL, &path_len);
+    luaL_argcheck(L, !path || strlen(path) == path_len, 2, "a path holds no NUL byte");
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);

@@ -194,6 +194,18 @@ static int request_k(lua_State *L, int status, lua_KContext ctx)
 
 enum { MAX_HEADERS = 32 };
 
+/* An HTTP method as providers' APIs use them: 1 to 32 letters (RFC 9110
+ * allows more of the token characters; no API needs them). */
+static bool is_method(const char *m, size_t len)
+{
+    if (len == 0 || len > 32)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((m[i] >= 'A' && m[i] <= 'Z') || (m[i] >= 'a' && m[i] <= 'z')))
+            return false;
+    return true;
+}
+
 /* fleet.core.request(provider, method, url [, opts]) -> response | nil, err
  * opts: headers = {name = value}, body = string, token = label,
  *       resource = name, free = bool, cache = bool (GET only, default true),
@@ -203,8 +215,13 @@ static int l_request(lua_State *L)
 {
     struct fleet_host *host = fleet_host_from(L);
     const char *pname = luaL_checkstring(L, 1);
-    const char *method = luaL_checkstring(L, 2);
-    const char *url = luaL_checkstring(L, 3);
+    size_t method_len, url_len;
+    const char *method = luaL_checklstring(L, 2, &method_len);
+    const char *url = luaL_checklstring(L, 3, &url_len);
+    /* libcurl takes C strings: a NUL would cut what is sent short of what
+     * was checked, and a method is put on the request line as it is. */
+    luaL_argcheck(L, is_method(method, method_len), 2, "not an HTTP method (letters, at most 32)");
+    luaL_argcheck(L, strlen(url) == url_len, 3, "a URL holds no NUL byte");
     struct fleet_provider *p = fleet_host_provider(host, pname);
     if (!p)
         return luaL_argerror(L, 1, lua_pushfstring(L, "no provider named '%s'", pname));
@@ -231,9 +248,10 @@ static int l_request(lua_State *L)
                     return luaL_error(L, "too many headers (at most %d)", MAX_HEADERS);
                 if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
                     return luaL_error(L, "opts.headers must map header names to strings");
-                const char *k = lua_tostring(L, -2);
-                const char *v = lua_tostring(L, -1);
-                if (strpbrk(k, ":\r\n") || strpbrk(v, "\r\n"))
+                size_t klen, vlen;
+                const char *k = lua_tolstring(L, -2, &klen);
+                const char *v = lua_tolstring(L, -1, &vlen);
+                if (strpbrk(k, ":\r\n") || strpbrk(v, "\r\n") || strlen(k) != klen || strlen(v) != vlen)
                     return luaL_error(L, "header '%s' contains a forbidden character", k);
                 headers[nh++] = lua_pushfstring(L, "%s: %s", k, v);
                 lua_rawseti(L, 5, nh);

@@ -2,6 +2,7 @@
  * command — each command is a Lua script compiled into the binary, written
  * on the public fleet API (runtime/lua/commands/). */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <malloc.h>
@@ -169,8 +170,28 @@ static void keep_heap_pages(void)
 #endif
 }
 
+/* A standard stream the caller closed (`>&-`) would have its number taken
+ * by the first file or socket opened (libcurl's socketpair, say), and
+ * records or messages meant for it would go there. Each closed one is
+ * opened on /dev/null: stdin reads nothing, stderr's messages are dropped,
+ * and stdout is opened read-only, so writing records to it fails and says
+ * so (exit 1) instead of losing them. */
+static void open_closed_std_streams(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int n = open("/dev/null", fd == 2 ? O_WRONLY : O_RDONLY);
+        if (n >= 0 && n != fd) {
+            dup2(n, fd);
+            close(n);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
+    open_closed_std_streams();
     keep_heap_pages();
     /* Secrets live in this process: no core dumps of it. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

@@ -73,6 +73,62 @@ assert(fleet.request("GET", "/repos/a/..b/.c...?q=../x"))
     assert.are.equal("/repos/a/..b/.c...?q=../x", got[1].target)
   end)
 
+  it("refuses a NUL byte in a URL, a header or an output path, a method that is not one, and a query value that "
+    .. "would go out as junk, sending nothing", function()
+    local rec, cfg = recorded()
+    local r = gf.run_script([[
+local function try(f, ...)
+  local ok, err = pcall(f, ...)
+  print(ok, (tostring(err):gsub("^.-:%d+: ", "")))
+end
+try(fleet.request, "GET", "/users/acme\0/../x")
+try(fleet.request, "GET /x HTTP/1.1\r\nX: y", "/users/acme")
+try(fleet.request, "G\0T", "/users/acme")
+try(fleet.request, "", "/users/acme")
+try(fleet.request, "GET", "/users/acme", { headers = { ["X-A"] = "a\0b" } })
+try(fleet.request, "GET", "/users/acme", { query = { a = { b = 1 } } })
+try(fleet.request, "GET", "/users/acme", { query = { n = 0/0 } })
+try(fleet.request, "GET", "/users/acme", { query = { [1] = "x" } })
+try(fleet.paginate, "/users/acme/repos", { window = 0 })
+try(fleet.write, { { name = "a" } }, { output = (...) .. "/a\0b" })
+]], cfg, { args = { gf.tmpdir() } })
+    rec:stop()
+    assert.are.equal(0, r.code, r.stderr)
+    local want = {
+      "bad argument #3 to 'request' (a URL holds no NUL byte)",
+      "bad argument #2 to 'request' (not an HTTP method (letters, at most 32))",
+      "bad argument #2 to 'request' (not an HTTP method (letters, at most 32))",
+      "bad argument #2 to 'request' (not an HTTP method (letters, at most 32))",
+      "header 'X-A' contains a forbidden character",
+      "query parameter 'a' must be a string, a finite number or true, not table",
+      "query parameter 'n' must be a string, a finite number or true, not ",
+      "a query parameter's name must be a string, not number",
+      "window must be a whole number of pages from 1 to 1000, not 0",
+      "bad argument #2 to 'writer' (a path holds no NUL byte)",
+    }
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(#want, #lines, r.stdout)
+    for i, w in ipairs(want) do assert.are.equal("false\t" .. w, lines[i]:sub(1, #w + 6)) end
+    assert.are.same({}, rec:requests())
+  end)
+
+  it("fails with a clear error when stdout or stderr was closed, instead of writing into the first socket opened",
+    function()
+    local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 30 } },
+      tokens = { { token = TOKEN, provider = "github", account = "a" } } } })
+    local cfg = gf.config({ providers = { github = { base_url = emu.url, tokens = { { label = "t", token = TOKEN } } } } })
+    local cmd = gf.quote(gf.bin) .. " --config " .. gf.quote(cfg) .. " fetch acme"
+    local closed_out = gf.sh("( exec >&-; " .. cmd .. " )")
+    assert.are.equal(1, closed_out.code)
+    assert.matches("cannot write to stdout: Bad file descriptor", closed_out.stderr, 1, true)
+    -- without stderr the records still come whole (its messages are dropped)
+    local closed_err = gf.sh("( exec 2>&-; " .. cmd .. " )")
+    emu:stop()
+    assert.are.equal(0, closed_err.code)
+    assert.are.equal(30, select(2, closed_err.stdout:gsub("\n", "")))
+  end)
+
   it("logs each URL exactly as it is sent (-vv)", function()
     local rec, cfg = recorded()
     local r = gf.run({ "--config", cfg, "-vv", "fetch", "gitlab:acme/tools", "github:a.b" })

@@ -43,6 +43,17 @@ end
 local query_escape = util.query_escape
 Api.escape = util.escape
 
+-- A query value as it is sent: a string, a finite number or true. Anything
+-- else (a table, NaN) would go out as "table: 0x55..." or "-nan".
+local function query_value(k, v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "boolean" then return "true" end
+  if t == "number" and v == v and v ~= math.huge and v ~= -math.huge then return tostring(v) end
+  error(("query parameter '%s' must be a string, a finite number or true, not %s"):format(k,
+    t == "number" and tostring(v) or t), 0)
+end
+
 -- Absolute URL for a path ("/users/x/repos") or a full URL, with a query
 -- table appended in sorted order (stable URLs make cache hits).
 function Api:url(path, query)
@@ -53,12 +64,15 @@ function Api:url(path, query)
   end
   if query and next(query) then
     local keys = {}
-    for k in pairs(query) do keys[#keys + 1] = k end
+    for k in pairs(query) do
+      if type(k) ~= "string" then error(("a query parameter's name must be a string, not %s"):format(type(k)), 0) end
+      keys[#keys + 1] = k
+    end
     table.sort(keys)
     local parts = {}
     for _, k in ipairs(keys) do
       local v = query[k]
-      if v ~= nil and v ~= false then parts[#parts + 1] = query_escape(k) .. "=" .. query_escape(v) end
+      if v ~= nil and v ~= false then parts[#parts + 1] = query_escape(k) .. "=" .. query_escape(query_value(k, v)) end
     end
     if #parts > 0 then url = url .. (url:find("?", 1, true) and "&" or "?") .. table.concat(parts, "&") end
   end

@@ -90,6 +90,10 @@ end
 local function new_pages(api, opts)
   local request_opts = {}
   for k, v in pairs(opts or {}) do request_opts[k] = v end
+  local w = request_opts.window
+  if w ~= nil and not (math.type(w) == "integer" and w >= 1 and w <= 1000) then
+    error(("window must be a whole number of pages from 1 to 1000, not %s"):format(tostring(w)), 0)
+  end
   local items_field = request_opts.items or api.pagination.items
   request_opts.decode = { items = items_field, keep = api.keep }
   return setmetatable({
