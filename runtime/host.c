@@ -246,6 +246,9 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
     }
     if (fleet_sched_unobserved_errors(host->sched) > 0 && code < 1)
         code = 1;
+    int exit_code;
+    if (fleet_sched_exit_requested(host->sched, &exit_code))
+        code = exit_code; /* os.exit's, from whichever task called it first */
     if (signo)
         code = signo == SIGALRM ? 124 : 128 + signo; /* 124: a timeout, as timeout(1) says */
     return code;

@@ -47,6 +47,8 @@ struct fleet_sched {
     bool draining;          /* only background tasks are left: nothing new is sent */
     double drain_deadline;
     int stop_signal;        /* set once a stop was requested */
+    bool exit_requested;    /* a task called os.exit: the run ends now */
+    int exit_code;          /* the first such call's code */
     bool stop_quietly;      /* fleet_sched_abandon: stop now, say nothing */
     double stop_deadline;   /* in-flight work is abandoned after this */
     int unobserved;
@@ -114,6 +116,13 @@ struct fleet_sched *fleet_sched_new(struct fleet_host *host, char *err, size_t e
 CURLM *fleet_sched_multi(struct fleet_sched *s) { return s->multi; }
 struct fleet_task *fleet_sched_main(struct fleet_sched *s) { return s->main; }
 bool fleet_sched_stopping(struct fleet_sched *s) { return s->stop_signal != 0; }
+
+bool fleet_sched_exit_requested(struct fleet_sched *s, int *code)
+{
+    if (s->exit_requested)
+        *code = s->exit_code;
+    return s->exit_requested;
+}
 
 double fleet_sched_idle(const struct fleet_sched *s) { return s->idle; }
 
@@ -376,6 +385,19 @@ static int finish_task_protected(lua_State *L)
     } else {
         lua_xmove(co, L, 1); /* [err] */
         if (lua_type(L, -1) == LUA_TTABLE) {
+            /* os.exit(code), from any task, ends the run now (see
+             * fleet_sched_run): tasks still waiting are not waited for. */
+            int isnum = 0;
+            lua_getfield(L, -1, "gitfleet_exit");
+            lua_Integer code = lua_tointegerx(L, -1, &isnum);
+            lua_pop(L, 1);
+            if (isnum) {
+                t->error_observed = true; /* an exit, not a failure to report */
+                if (!t->sched->exit_requested) {
+                    t->sched->exit_requested = true;
+                    t->sched->exit_code = (int)code;
+                }
+            }
             /* A structured error keeps its fields; it gains a traceback. */
             if (lua_getfield(L, -1, "traceback") == LUA_TNIL) {
                 luaL_traceback(L, co, NULL, 0);
@@ -551,6 +573,10 @@ int fleet_sched_run(struct fleet_sched *s)
 
         run_ready(s);
         double now = fleet_now();
+        if (s->exit_requested) {
+            abandon_all(s);
+            break;
+        }
         if (s->stop_signal && (now >= s->stop_deadline || !fleet_http_in_flight(s->host))) {
             abandon_all(s);
             break;

@@ -46,6 +46,8 @@ struct fleet_task {
 };
 
 struct fleet_sched *fleet_sched_new(struct fleet_host *host, char *err, size_t errlen);
+/* Whether a task called os.exit (the run then ends at once), and its code. */
+bool fleet_sched_exit_requested(struct fleet_sched *s, int *code);
 void fleet_sched_free(struct fleet_sched *s);
 
 CURLM *fleet_sched_multi(struct fleet_sched *s);

@@ -383,6 +383,18 @@ describe("scheduler #valgrind", function()
     assert.are.equal(0, gf.run_script("os.exit(true)").code)
   end)
 
+  it("ends the run at once on os.exit, from the main chunk or a spawned task, while other tasks still wait", function()
+    -- the others sleep 60 s and the run is killed after 30: the code says which came first
+    local main = gf.run_script("fleet.spawn(fleet.sleep, 60)\nprint('spawned')\nos.exit(3)\n", nil, { timeout = 30 })
+    assert.are.equal(3, main.code, main.stderr)
+    assert.are.equal("spawned\n", main.stdout)
+    assert.are.equal("", main.stderr)
+    local spawned = gf.run_script("fleet.spawn(function() fleet.sleep(0.1) os.exit(5) end)\nfleet.sleep(60)\n", nil,
+      { timeout = 30 })
+    assert.are.equal(5, spawned.code, spawned.stderr)
+    assert.not_matches("failed", spawned.stderr, 1, true)
+  end)
+
   it("shows a runtime error with a traceback naming the script and line", function()
     local r = gf.run_script("local x = 1\nlocal function f() return nil + x end\nf()\n")
     assert.are.equal(1, r.code)
