@@ -482,7 +482,10 @@ static bool start(struct fleet_host *host, struct fleet_request *r, struct fleet
     list_remove(&h->pending, r);
     list_push_back(&h->inflight, r);
     host->stats.requests++;
-    fleet_log(FLEET_LOG_DEBUG, "%s %s (token %s:%s)", r->method, r->url, r->provider->name, tok->label);
+    if (r->no_credentials) /* outside the provider's origin: sent without it */
+        fleet_log(FLEET_LOG_DEBUG, "%s %s (no token: outside %s's origin)", r->method, r->url, r->provider->name);
+    else
+        fleet_log(FLEET_LOG_DEBUG, "%s %s (token %s:%s)", r->method, r->url, r->provider->name, tok->label);
     return true;
 }
 

@@ -144,15 +144,20 @@ try(fleet.write, { { name = "a" } }, { output = (...) .. "/a\0b" })
   it("sends no token with a full URL outside the provider's origin", function()
     local rec, cfg = recorded()
     local other = recorder.start()
-    local r = gf.run_script(([[
+    local script = gf.script(([[
 assert(fleet.request("GET", %q))
 assert(fleet.request("GET", "/own"))
-]]):format(other.url .. "/elsewhere"), cfg)
+]]):format(other.url .. "/elsewhere"))
+    local r = gf.run({ "-vv", "--config", cfg, "run", script })
     rec:stop()
     other:stop()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.same({ { method = "GET", target = "/elsewhere", authorization = false } }, other:requests())
     assert.are.same({ { method = "GET", target = "/own", authorization = true } }, rec:requests())
+    -- and -vv says so, rather than naming a token it did not send
+    local function lit(text) return (text:gsub("%p", "%%%0")) end
+    assert.matches(lit("GET " .. other.url .. "/elsewhere (no token: outside ") .. "%a+'s origin%)", r.stderr)
+    assert.matches(lit("GET " .. rec.url .. "/own (token ") .. "(%a+):%1%-t%)", r.stderr)
   end)
 end)
 
