@@ -113,6 +113,18 @@ try(fleet.write, { { name = "a" } }, { output = (...) .. "/a\0b" })
     assert.are.same({}, rec:requests())
   end)
 
+  it("fails a request libcurl cannot build (a 10 MB header) at once, without retrying it", function()
+    local rec, cfg = recorded({ retry = { max_attempts = 6, base_delay = 0.5 } })
+    local r = gf.run_script([[
+local resp, err = fleet.request("GET", "/users/acme", { headers = { ["X-A"] = ("a"):rep(10 * 1024 * 1024) } })
+print(resp, err.kind, fleet.stats().retries)
+]], cfg)
+    rec:stop()
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("nil\tnetwork\t0\n", r.stdout)
+    assert.are.same({}, rec:requests())
+  end)
+
   it("fails with a clear error when stdout or stderr was closed, instead of writing into the first socket opened",
     function()
     local emu = emulator.start({ scenario = { owners = { { name = "acme", kind = "org", repos = 30 } },
