@@ -192,7 +192,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx)
     return 2;
 }
 
-enum { MAX_HEADERS = 32 };
+enum { MAX_HEADERS = 32, MAX_HEADER_BYTES = 65536 };
 
 /* An HTTP method as providers' APIs use them: 1 to 32 letters (RFC 9110
  * allows more of the token characters; no API needs them). */
@@ -253,6 +253,10 @@ static int l_request(lua_State *L)
                 const char *v = lua_tolstring(L, -1, &vlen);
                 if (strpbrk(k, ":\r\n") || strpbrk(v, "\r\n") || strlen(k) != klen || strlen(v) != vlen)
                     return luaL_error(L, "header '%s' contains a forbidden character", k);
+                /* libcurl would fail it as out of memory, which reads as a
+                 * network failure and is retried; no server takes one. */
+                if (klen + vlen > MAX_HEADER_BYTES)
+                    return luaL_error(L, "header '%s' is longer than %d bytes", k, MAX_HEADER_BYTES);
                 headers[nh++] = lua_pushfstring(L, "%s: %s", k, v);
                 lua_rawseti(L, 5, nh);
                 lua_pop(L, 1);

@@ -60,11 +60,9 @@ struct fleet_verdict fleet_classify(const struct fleet_provider *p, CURLcode cre
         case CURLE_PEER_FAILED_VERIFICATION:
         case CURLE_SSL_CACERT_BADFILE:
         case CURLE_SSL_CERTPROBLEM:
-        case CURLE_OUT_OF_MEMORY:
         case CURLE_BAD_FUNCTION_ARGUMENT:
             /* Retrying cannot fix a bad URL or a certificate that fails,
-             * nor a request libcurl cannot build (a header of 10 MB reads
-             * as out of memory): it would fail the same way each time. */
+             * nor a request libcurl refuses to build. */
             v.kind = ERR_NETWORK;
             return v;
         default:

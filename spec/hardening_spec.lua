@@ -57,31 +57,30 @@ describe("untrusted input", function()
     assert.matches("^nil\tdecode\t.-not valid JSON.-\n130\n$", r.stdout)
   end)
 
-  it("stops a list at its first empty page when the server claims a last page of 1,000,000", function()
+  -- `gitfleet fetch BAD fine`: the emulator, the run, and what it wrote.
+  local function fetch_with_fine(bad)
     local emu, cfg = setup()
-    local dir = gf.tmpdir()
-    local r = gf.run({ "--config", cfg, "fetch", "x-lyinglast", "fine", "--output", dir .. "/out.ndjson" },
-      { timeout = 60 })
+    local out = gf.tmpdir() .. "/out.ndjson"
+    local r = gf.run({ "--config", cfg, "fetch", bad, "fine", "--output", out }, { timeout = 60 })
+    return emu, r, gf.slurp(out) or ""
+  end
+
+  it("stops a list at its first empty page when the server claims a last page of 1,000,000", function()
+    local emu, r, text = fetch_with_fine("x-lyinglast")
     assert.are.equal(0, r.code, r.stderr)
-    local n = 0
-    for _ in (gf.slurp(dir .. "/out.ndjson") or ""):gmatch("[^\n]+") do n = n + 1 end
-    assert.are.equal(6 + 130, n)
+    assert.are.equal(6 + 130, select(2, text:gsub("\n", "")))
     -- pages 1-3, at most a window (up to 32) fetched ahead past the end,
     -- and fine's 2 pages: not a million
     assert.is_true(emu:stats().requests <= 3 + 32 + 2, ("%d requests"):format(emu:stats().requests))
   end)
 
   it("fails an owner whose next links go round in a loop after one round, and writes the others", function()
-    local emu, cfg = setup()
-    local dir = gf.tmpdir()
-    local r = gf.run({ "--config", cfg, "fetch", "x-nextloop", "fine", "--output", dir .. "/out.ndjson" },
-      { timeout = 60 })
+    local emu, r, text = fetch_with_fine("x-nextloop")
     assert.are.equal(1, r.code, r.stderr)
     assert.matches("x%-nextloop: unreadable response on github: .-page=2: the next link leads back to a page already"
       .. " read; the list stops here", r.stderr)
     -- pages 1, 2 and 3 once each, then the loop is seen; and fine's 2 pages
     assert.are.equal(3 + 2, emu:stats().requests)
-    local text = gf.slurp(dir .. "/out.ndjson") or ""
     assert.matches('"full_name":"fine/', text)
   end)
 
