@@ -22,9 +22,10 @@ bool fleet_gunzip_handles(const char *encoding, size_t len)
 #define DEFLATE_MAX_RATIO 1032
 
 /* The common case, one gzip member, decoded into a buffer of the size its
- * trailer gives (ISIZE, the plain length mod 2^32), by libdeflate: on the
- * 542 pages of the 200-owner job, about 2.5 times faster than zlib's
- * streaming inflate, and one allocation instead of a growing buffer.
+ * trailer gives (ISIZE, the plain length mod 2^32), by libdeflate: a page
+ * of 176 KB of JSON decoded 2.3 to 2.6 times faster than with zlib's
+ * streaming inflate, and one `fetch` of the 200-owner job went from 1.12
+ * to 0.92 CPU-s; one allocation instead of a growing buffer.
  * Returns 1 when done; 0 when the body is anything else (a zlib stream,
  * several members, bytes after the member, a trailer that lies, an error),
  * which zlib then decodes or explains, so the errors read the same. */

@@ -180,21 +180,6 @@ static int prepare_main(lua_State *L)
     return 0;
 }
 
-/* An exit requested by os.exit() unwinds as an error table {exit = code}. */
-static int exit_request(lua_State *L, int idx, int *code)
-{
-    if (lua_type(L, idx) != LUA_TTABLE)
-        return 0;
-    int isnum = 0;
-    lua_getfield(L, idx, "gitfleet_exit");
-    lua_Integer c = lua_tointegerx(L, -1, &isnum);
-    lua_pop(L, 1);
-    if (!isnum)
-        return 0;
-    *code = (int)c;
-    return 1;
-}
-
 int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *source, size_t len,
                    const char *script_path, int argc, char **argv)
 {
@@ -216,24 +201,21 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
     fleet_interrupt_cancel_timeout();
     int code = host->exit_code;
     struct fleet_task *main_task = fleet_sched_main(host->sched);
-    if (main_task && main_task->fatal) {
+    int requested;
+    if (fleet_sched_exit_requested(host->sched, &requested)) {
+        code = requested; /* os.exit's, from whichever task called it first (sched.c) */
+    } else if (main_task && main_task->fatal) {
         fleet_log(FLEET_LOG_ERROR, "%s", main_task->fatal);
         if (code < 1)
             code = 1;
     } else if (main_task && main_task->state == TASK_DONE && !main_task->cancelled) {
         int n = fleet_sched_push_results(L, main_task);
-        int requested;
         if (n < 0) {
-            if (exit_request(L, -1, &requested)) {
-                code = requested;
-            } else {
-                const char *msg = luaL_tolstring(L, -1, NULL);
-                fleet_log(FLEET_LOG_ERROR, "%s", msg);
-                lua_pop(L, 1);
-                if (code < 1)
-                    code = 1;
-            }
-            lua_pop(L, 1);
+            const char *msg = luaL_tolstring(L, -1, NULL);
+            fleet_log(FLEET_LOG_ERROR, "%s", msg);
+            lua_pop(L, 2);
+            if (code < 1)
+                code = 1;
         } else {
             /* A script may return its exit code. */
             if (n >= 1 && lua_isinteger(L, -n)) {
@@ -246,9 +228,6 @@ int fleet_host_run(struct fleet_host *host, const char *chunkname, const char *s
     }
     if (fleet_sched_unobserved_errors(host->sched) > 0 && code < 1)
         code = 1;
-    int exit_code;
-    if (fleet_sched_exit_requested(host->sched, &exit_code))
-        code = exit_code; /* os.exit's, from whichever task called it first */
     if (signo)
         code = signo == SIGALRM ? 124 : 128 + signo; /* 124: a timeout, as timeout(1) says */
     return code;

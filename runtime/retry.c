@@ -60,9 +60,7 @@ struct fleet_verdict fleet_classify(const struct fleet_provider *p, CURLcode cre
         case CURLE_PEER_FAILED_VERIFICATION:
         case CURLE_SSL_CACERT_BADFILE:
         case CURLE_SSL_CERTPROBLEM:
-        case CURLE_BAD_FUNCTION_ARGUMENT:
-            /* Retrying cannot fix a bad URL or a certificate that fails,
-             * nor a request libcurl refuses to build. */
+            /* Retrying cannot fix a bad URL or a certificate that fails. */
             v.kind = ERR_NETWORK;
             return v;
         default:

@@ -330,6 +330,20 @@ describe("the shared work queue", function()
     run = gf.run({ "--config", cfg, "worker", "--queue", "lost", "-d", dir }, { timeout = 30 })
     assert.equals(0, run.code, run.stderr)
     assert.equals(3, #select(3, collect(dir)))
+    -- 10,000 owners whose stream went: one take puts them all back
+    local many = {}
+    for i = 1, 10000 do many[i] = ("gone-%05d"):format(i) end
+    gf.write(dir .. "/many.txt", table.concat(many, "\n") .. "\n")
+    assert.equals(0, gf.run({ "--config", cfg, "queue", "push", "--queue", "lostmany", "--owners-file",
+      dir .. "/many.txt" }).code)
+    r:cli("DEL", "gitfleet:queue:lostmany:stream")
+    local took = gf.run_script([[
+      local items, left = assert(fleet.queue("lostmany"):take(1))
+      print(#items, left)
+    ]], cfg)
+    assert.equals(0, took.code, took.stderr)
+    assert.equals("1\t10000\n", took.stdout)
+    assert.equals("10000", r:cli("XLEN", "gitfleet:queue:lostmany:stream"))
     -- a key of another kind under the queue's name: the push is refused
     -- whole, before any write (Redis does not undo a script's writes)
     r:cli("SET", "gitfleet:queue:other:stream", "someone else's")

@@ -330,9 +330,9 @@ local function script(name, source)
 end
 
 local MAX_NAME = 64
--- As long as a line of an owners file (fleet.owners.MAX_LINE), provider
--- and all: whatever `gitfleet fetch` takes can be queued.
-local MAX_ITEM = 4096
+-- As long as a line of an owners file, provider and all: whatever
+-- `gitfleet fetch` takes can be queued.
+local MAX_ITEM = owners.MAX_LINE
 
 -- A queue name: what a person would type, and safe in a key and a file name.
 local function check_name(name)
